@@ -1,0 +1,80 @@
+"""Triton kernels of the channel-first LayerNorm: normalise ``(B, C, L)`` over ``C``, no permutes.
+
+One program owns ``BP`` consecutive positions of one image and all ``C`` channels (padded to the
+power of two ``BC``): loads run along the contiguous position axis, statistics are reduced over
+the channel axis in registers, in fp32 whatever the input dtype.
+
+Layouts (all contiguous): x and out ``(B, C, L)``; weight, bias ``(C,)`` fp32; mean, rstd
+``(B, L)`` fp32.
+"""
+import triton
+import triton.language as tl
+
+__all__ = ['layer_norm_2d_fwd_kernel', 'layer_norm_2d_bwd_kernel']
+
+
+@triton.jit
+def layer_norm_2d_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, mean_ptr, rstd_ptr,
+                             C, L, eps,
+                             BC: tl.constexpr, BP: tl.constexpr,
+                             HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """``out = (x - mean) * rstd * weight + bias`` over the channel axis; saves mean and rstd."""
+    pid_p = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    chans = tl.arange(0, BC)
+    pos = pid_p * BP + tl.arange(0, BP)
+    chan_ok = chans < C
+    pos_ok = pos < L
+    tile_ok = chan_ok[:, None] & pos_ok[None, :]
+    offs = b * C * L + chans[:, None].to(tl.int64) * L + pos[None, :]
+
+    x = tl.load(x_ptr + offs, mask=tile_ok, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=0) / C
+    centred = tl.where(tile_ok, x - mean[None, :], 0.0)
+    var = tl.sum(centred * centred, axis=0) / C
+    rstd = 1.0 / tl.sqrt(var + eps)
+    out = centred * rstd[None, :]
+    if HAS_WEIGHT:
+        out = out * tl.load(w_ptr + chans, mask=chan_ok, other=0.0)[:, None]
+    if HAS_BIAS:
+        out = out + tl.load(b_ptr + chans, mask=chan_ok, other=0.0)[:, None]
+    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=tile_ok)
+    tl.store(mean_ptr + b * L + pos, mean, mask=pos_ok)
+    tl.store(rstd_ptr + b * L + pos, rstd, mask=pos_ok)
+
+
+@triton.jit
+def layer_norm_2d_bwd_kernel(gout_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, gx_ptr, gwb_ptr,
+                             C, L,
+                             BC: tl.constexpr, BP: tl.constexpr, HAS_WEIGHT: tl.constexpr):
+    """Input gradient, plus this program's partial weight/bias gradients.
+
+    ``gwb`` is ``(B * cdiv(L, BP), 2, C)`` fp32: per program, rows ``sum(gout * xhat)`` and
+    ``sum(gout)`` over its positions; the caller sums over the first axis.
+    """
+    pid_p = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    chans = tl.arange(0, BC)
+    pos = pid_p * BP + tl.arange(0, BP)
+    chan_ok = chans < C
+    pos_ok = pos < L
+    tile_ok = chan_ok[:, None] & pos_ok[None, :]
+    offs = b * C * L + chans[:, None].to(tl.int64) * L + pos[None, :]
+
+    x = tl.load(x_ptr + offs, mask=tile_ok, other=0.0).to(tl.float32)
+    gout = tl.load(gout_ptr + offs, mask=tile_ok, other=0.0).to(tl.float32)
+    mean = tl.load(mean_ptr + b * L + pos, mask=pos_ok, other=0.0)
+    rstd = tl.load(rstd_ptr + b * L + pos, mask=pos_ok, other=0.0)
+    xhat = tl.where(tile_ok, (x - mean[None, :]) * rstd[None, :], 0.0)
+    if HAS_WEIGHT:
+        g_xhat = gout * tl.load(w_ptr + chans, mask=chan_ok, other=0.0)[:, None]
+    else:
+        g_xhat = gout
+    mean_g = tl.sum(g_xhat, axis=0) / C
+    mean_gx = tl.sum(g_xhat * xhat, axis=0) / C
+    gx = (g_xhat - mean_g[None, :] - xhat * mean_gx[None, :]) * rstd[None, :]
+    tl.store(gx_ptr + offs, gx.to(gx_ptr.dtype.element_ty), mask=tile_ok)
+
+    part = gwb_ptr + (b * tl.num_programs(0) + pid_p) * 2 * C + chans
+    tl.store(part, tl.sum(gout * xhat, axis=1), mask=chan_ok)
+    tl.store(part + C, tl.sum(gout, axis=1), mask=chan_ok)

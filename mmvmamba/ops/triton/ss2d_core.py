@@ -1,0 +1,218 @@
+"""The fused SS2D core (N = 1) as torch custom ops: forward, backward and autograd.
+
+Forward, for ``x (B, D, H, W)`` after the depthwise conv and SiLU:
+
+1. ``proj = x_proj_weight @ x`` as one GEMM over the row-major map: ``(B, 4*(R+2), L)``. The
+   projection is position-wise, so no cross-scan copy is needed before it.
+2. :func:`~.ss2d_scan.ss2d_scan_fwd_kernel`: per (channel block, image, direction) the dt
+   projection, bias, softplus and the fp32 recurrence in registers, written into the merged
+   fp32 map ``y (B, D, L)`` (saved, with the states entering each chunk).
+3. The channel-first output LayerNorm on ``y``, cast to ``x.dtype``.
+
+The backward recomputes every scan state from the saved chunk-entry states, so nothing of size
+``4 x (B, D, L)`` is stored. Both passes run as custom ops with fake implementations, so
+``torch.compile(fullgraph=True)`` traces through them.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+from torch import Tensor
+
+from .launch import device_guard
+from .layer_norm_2d import ln2d_backward, ln2d_forward
+from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
+
+__all__ = ['ss2d_core_fused', 'scan_blocks']
+
+DIRECTIONS = 4
+
+
+def scan_blocks(channels: int, length: int) -> tuple[int, int]:
+    """Channel block ``BD`` and chunk length ``BL`` of the scan kernels for a shape."""
+    block_l = 64 if length > 32 else max(16, triton.next_power_of_2(length))
+    block_d = 16
+    return block_d, block_l
+
+
+def _check(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A_logs: Tensor) -> int:
+    """Validate shapes; return the dt rank ``R``."""
+    if x.dim() != 4:
+        raise ValueError(f'ss2d_core (fused): x must be (B, Din, H, W), got {tuple(x.shape)}')
+    directions, proj_dim, inner = x_proj_weight.shape
+    rank = dt_projs_weight.shape[2]
+    if directions != DIRECTIONS or inner != x.shape[1]:
+        raise ValueError(f'ss2d_core (fused): x_proj_weight {tuple(x_proj_weight.shape)} does '
+                         f'not match (4, R+2N, Din={x.shape[1]})')
+    if A_logs.shape[-1] != 1 or proj_dim != rank + 2:
+        raise NotImplementedError(
+            f'ss2d_core (fused) supports d_state N = 1 only, got A_logs {tuple(A_logs.shape)} '
+            f'and x_proj_weight {tuple(x_proj_weight.shape)}; use backend="reference" '
+            f'(MMVMAMBA_SS2D_BACKEND=reference) for N > 1')
+    return rank
+
+
+def _fwd_shapes(x: Tensor, rank: int) -> tuple[int, int, int, int, int]:
+    batch, inner, height, width = x.shape
+    length = height * width
+    block_d, block_l = scan_blocks(inner, length)
+    return batch, inner, length, block_d, block_l
+
+
+@torch.library.custom_op('mmvmamba_triton::ss2d_core_fwd', mutates_args=())
+def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
+              A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor, out_norm_bias: Tensor,
+              eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
+    batch, inner, length, block_d, block_l = _fwd_shapes(x, rank)
+    height, width = x.shape[2:]
+    chunks = triton.cdiv(length, block_l)
+    with torch.autocast(x.device.type, enabled=False):
+        xf = x.contiguous().view(batch, inner, length)
+        w_proj = x_proj_weight.reshape(DIRECTIONS * (rank + 2), inner).to(x.dtype)
+        proj = torch.matmul(w_proj, xf)  # (B, 4*(R+2), L), row-major positions
+        y = torch.zeros(batch, inner, length, device=x.device, dtype=torch.float32)
+        states = torch.empty(batch, DIRECTIONS, inner, chunks, device=x.device,
+                             dtype=torch.float32)
+        a_coef = -torch.exp(A_logs.float()).reshape(DIRECTIONS, inner)
+        grid = (triton.cdiv(inner, block_d), batch, DIRECTIONS)
+        with device_guard(x):
+            ss2d_scan_fwd_kernel[grid](
+                xf, proj, dt_projs_weight.float().contiguous(),
+                dt_projs_bias.float().contiguous(), a_coef.contiguous(),
+                Ds.float().reshape(DIRECTIONS, inner).contiguous(), y, states,
+                inner, length, height, width, rank, chunks,
+                BD=block_d, BL=block_l, num_warps=4)
+        out, mean, rstd = ln2d_forward(y, out_norm_weight, out_norm_bias, eps, x.dtype)
+    return out.view(x.shape), proj, y, mean, rstd, states
+
+
+@_core_fwd.register_fake
+def _(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
+      out_norm_bias, eps):
+    rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
+    batch, inner, length, block_d, block_l = _fwd_shapes(x, rank)
+    f32 = torch.float32
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            x.new_empty(batch, DIRECTIONS * (rank + 2), length),
+            x.new_empty(batch, inner, length, dtype=f32),
+            x.new_empty(batch, length, dtype=f32),
+            x.new_empty(batch, length, dtype=f32),
+            x.new_empty(batch, DIRECTIONS, inner, triton.cdiv(length, block_l), dtype=f32))
+
+
+@torch.library.custom_op('mmvmamba_triton::ss2d_core_bwd', mutates_args=())
+def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
+              dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor,
+              proj: Tensor, y: Tensor, mean: Tensor, rstd: Tensor, states: Tensor
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
+    batch, inner, length, block_d, block_l = _fwd_shapes(x, rank)
+    height, width = x.shape[2:]
+    chunks = states.shape[-1]
+    with torch.autocast(x.device.type, enabled=False):
+        grad_y, grad_norm_w, grad_norm_b = ln2d_backward(
+            grad_out.contiguous().view(batch, inner, length), y, out_norm_weight, mean, rstd,
+            torch.float32)
+        xf = x.contiguous().view(batch, inner, length)
+        grad_x = torch.zeros(batch, inner, length, device=x.device, dtype=torch.float32)
+        grad_proj = torch.zeros(batch, DIRECTIONS * (rank + 2), length, device=x.device,
+                                dtype=torch.float32)
+        grad_wdt = torch.empty(batch, DIRECTIONS, inner, rank, device=x.device,
+                               dtype=torch.float32)
+        grad_chan = torch.empty(batch, DIRECTIONS, 3, inner, device=x.device,
+                                dtype=torch.float32)
+        a_coef = -torch.exp(A_logs.float()).reshape(DIRECTIONS, inner)
+        grid = (triton.cdiv(inner, block_d), batch, DIRECTIONS)
+        with device_guard(x):
+            ss2d_scan_bwd_kernel[grid](
+                xf, proj, dt_projs_weight.float().contiguous(),
+                dt_projs_bias.float().contiguous(), a_coef.contiguous(),
+                Ds.float().reshape(DIRECTIONS, inner).contiguous(), grad_y, states,
+                grad_x, grad_proj, grad_wdt, grad_chan,
+                inner, length, height, width, rank, chunks,
+                BD=block_d, BL=block_l, RP=max(16, triton.next_power_of_2(rank)), num_warps=4)
+        w_proj = x_proj_weight.reshape(DIRECTIONS * (rank + 2), inner).float()
+        grad_x = torch.baddbmm(grad_x, w_proj.t().expand(batch, -1, -1), grad_proj)
+        grad_w_proj = torch.einsum('bjl,bdl->jd', grad_proj, xf.float())
+        chan = grad_chan.sum(0)  # (4, 3, D): bias, A, Ds
+        grad_a_logs = (chan[:, 1] * a_coef).reshape(DIRECTIONS * inner, 1)
+    return (grad_x.to(x.dtype).view(x.shape),
+            grad_w_proj.reshape(x_proj_weight.shape).to(x_proj_weight.dtype),
+            grad_wdt.sum(0).to(dt_projs_weight.dtype),
+            chan[:, 0].to(dt_projs_bias.dtype).contiguous(),
+            grad_a_logs.to(A_logs.dtype),
+            chan[:, 2].reshape(DIRECTIONS * inner).to(Ds.dtype),
+            grad_norm_w, grad_norm_b)
+
+
+@_core_bwd.register_fake
+def _(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
+      proj, y, mean, rstd, states):
+    inner = x.shape[1]
+    f32 = torch.float32
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(x_proj_weight), torch.empty_like(dt_projs_weight),
+            torch.empty_like(dt_projs_bias), torch.empty_like(A_logs), torch.empty_like(Ds),
+            x.new_empty(inner, dtype=f32), x.new_empty(inner, dtype=f32))
+
+
+def _core_setup(ctx, inputs, output):
+    x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, \
+        out_norm_bias, _ = inputs
+    _, proj, y, mean, rstd, states = output
+    ctx.save_for_backward(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+                          out_norm_weight, proj, y, mean, rstd, states)
+    ctx.norm_dtypes = (out_norm_weight.dtype, out_norm_bias.dtype)
+
+
+def _core_backward(ctx, grad_out, *_unused):
+    saved = ctx.saved_tensors
+    grads = _core_bwd(grad_out, *saved)
+    w_dtype, b_dtype = ctx.norm_dtypes
+    return (*grads[:6], grads[6].to(w_dtype), grads[7].to(b_dtype), None)
+
+
+_core_fwd.register_autograd(_core_backward, setup_context=_core_setup)
+
+
+def ss2d_core_fused(x: Tensor,
+                    x_proj_weight: Tensor,
+                    dt_projs_weight: Tensor,
+                    dt_projs_bias: Tensor,
+                    A_logs: Tensor,
+                    Ds: Tensor,
+                    out_norm_weight: Tensor,
+                    out_norm_bias: Tensor,
+                    eps: float = 1e-5,
+                    *,
+                    scan_backend: str | None = None) -> Tensor:
+    """SS2D core (spec steps 3-9) for d_state N = 1, fused with Triton.
+
+    Same contract as :func:`mmvmamba.ops.reference.ss2d_core`. The projections and the
+    recurrence accumulate in fp32; the merged map and its LayerNorm are fp32; the result is
+    cast to ``x.dtype``. The merge adds the four directions with atomics, so results can differ
+    between runs in the last bits of fp32.
+
+    Args:
+        x (Tensor): ``(B, Din, H, W)`` after the depthwise conv and SiLU; fp32/fp16/bf16.
+        x_proj_weight (Tensor): ``(4, R+2, Din)``.
+        dt_projs_weight (Tensor): ``(4, Din, R)``.
+        dt_projs_bias (Tensor): ``(4, Din)``.
+        A_logs (Tensor): ``(4*Din, 1)``.
+        Ds (Tensor): ``(4*Din,)``.
+        out_norm_weight (Tensor): ``(Din,)``.
+        out_norm_bias (Tensor): ``(Din,)``.
+        eps (float): Output LayerNorm epsilon. Default: 1e-5.
+        scan_backend (str, optional): Unused: the fused core runs its own scan (accepted so
+            that callers can pass one argument set to every backend).
+
+    Returns:
+        Tensor: ``(B, Din, H, W)`` in ``x.dtype``.
+
+    Raises:
+        NotImplementedError: ``N > 1`` (use the reference backend).
+        ValueError: Shapes that do not fit the contract.
+    """
+    return _core_fwd(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+                     out_norm_weight, out_norm_bias, float(eps))[0]

@@ -1,0 +1,195 @@
+"""Triton kernels of the fused SS2D scan (N = 1): four scan orders, dt projection, merge.
+
+One program owns a block of ``BD`` channels of one image and one scan direction ``k``. It walks
+the direction's scan order in chunks of ``BL`` steps, gathering the activation and the
+direction's ``(dt_low, B, C)`` rows straight from the row-major map (no cross-scan copies),
+applies the dt projection, bias and softplus in registers, runs the recurrence in fp32 with
+``tl.associative_scan`` and a state carried across chunks, and adds its output into the merged
+row-major map (the cross-merge). The four directions meet in that map through atomic adds.
+
+Layouts (all contiguous):
+    x      ``(B, D, L)`` activation, row-major positions ``p = h*W + w``, any float dtype.
+    proj   ``(B, K, R+2, L)`` x projection in row-major order: rows dt_low (R), B, C.
+    wdt    ``(K, D, R)`` dt projection, fp32.  bias, A, Ds: ``(K, D)`` fp32.
+    y      ``(B, D, L)`` fp32 merged output (zeroed by the caller; the kernel adds into it).
+    states ``(B, K, D, NCH)`` fp32 state entering each chunk (saved for the backward).
+
+Direction ``k`` visits scan step ``l`` at position: k=0 ``l``; k=1 ``(l % H)*W + l // H``;
+k=2 and k=3 the same on ``L-1-l``.
+"""
+import triton
+import triton.language as tl
+
+__all__ = ['ss2d_scan_fwd_kernel', 'ss2d_scan_bwd_kernel']
+
+
+@triton.jit
+def _affine_combine(a_left, b_left, a_right, b_right):
+    """Compose ``h -> a*h + b`` maps: left first, then right."""
+    return a_left * a_right, a_right * b_left + b_right
+
+
+@triton.jit
+def _positions(k, steps, L, H, W):
+    """Row-major map position of scan step ``steps`` in direction ``k``."""
+    base = tl.where(k >= 2, L - 1 - steps, steps)
+    col_major = (base % H) * W + base // H
+    return tl.where(k % 2 == 1, col_major, base)
+
+
+@triton.jit
+def _softplus(z):
+    """softplus with PyTorch's threshold 20, accurate for very negative ``z``."""
+    e = tl.exp(-tl.abs(z))
+    log1p_e = tl.where(e < 1e-4, e - 0.5 * e * e, tl.log(1.0 + e))
+    return tl.where(z > 20.0, z, tl.maximum(z, 0.0) + log1p_e)
+
+
+@triton.jit
+def ss2d_scan_fwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_ptr, states_ptr,
+                         D, L, H, W, R, NCH,
+                         BD: tl.constexpr, BL: tl.constexpr):
+    """Forward: one program per (channel block, image, direction); see the module docstring."""
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    k = tl.program_id(2)
+    chans = pid_d * BD + tl.arange(0, BD)
+    chan_ok = chans < D
+    cols = tl.arange(0, BL)
+
+    kd = k * D + chans
+    bias = tl.load(bias_ptr + kd, mask=chan_ok, other=0.0)
+    a_coef = tl.load(a_ptr + kd, mask=chan_ok, other=0.0)
+    skip = tl.load(ds_ptr + kd, mask=chan_ok, other=0.0)
+
+    x_rows = x_ptr + b * D * L + chans[:, None].to(tl.int64) * L
+    y_rows = y_ptr + b * D * L + chans[:, None].to(tl.int64) * L
+    proj_k = proj_ptr + (b * 4 + k) * (R + 2) * L
+    wdt_rows = wdt_ptr + kd * R
+    state_rows = states_ptr + ((b * 4 + k) * D + chans).to(tl.int64) * NCH
+
+    h = tl.zeros([BD], dtype=tl.float32)
+    for c in range(NCH):
+        steps = c * BL + cols
+        step_ok = steps < L
+        pos = _positions(k, steps, L, H, W)
+        tile_ok = chan_ok[:, None] & step_ok[None, :]
+        u = tl.load(x_rows + pos[None, :], mask=tile_ok, other=0.0).to(tl.float32)
+        delta = tl.zeros([BD, BL], dtype=tl.float32)
+        for r in range(R):
+            w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
+            low_r = tl.load(proj_k + r * L + pos, mask=step_ok, other=0.0).to(tl.float32)
+            delta += w_r[:, None] * low_r[None, :]
+        b_in = tl.load(proj_k + R * L + pos, mask=step_ok, other=0.0).to(tl.float32)
+        c_out = tl.load(proj_k + (R + 1) * L + pos, mask=step_ok, other=0.0).to(tl.float32)
+
+        dt = _softplus(delta + bias[:, None])
+        decay = tl.where(tile_ok, tl.exp(dt * a_coef[:, None]), 1.0)
+        drive = tl.where(tile_ok, dt * b_in[None, :] * u, 0.0)
+        tl.store(state_rows + c, h, mask=chan_ok)
+        decay_cum, h_local = tl.associative_scan((decay, drive), 1, _affine_combine)
+        h_all = h_local + decay_cum * h[:, None]
+        y = c_out[None, :] * h_all + skip[:, None] * u
+        tl.atomic_add(y_rows + pos[None, :], y, mask=tile_ok, sem='relaxed')
+        # Steps past L decay by 1 with no drive, so the last column is the chunk's final state.
+        h = tl.sum(tl.where(cols[None, :] == BL - 1, h_all, 0.0), axis=1)
+
+
+@triton.jit
+def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_ptr, states_ptr,
+                         gx_ptr, gproj_ptr, gwdt_ptr, gchan_ptr,
+                         D, L, H, W, R, NCH,
+                         BD: tl.constexpr, BL: tl.constexpr, RP: tl.constexpr):
+    """Backward of :func:`ss2d_scan_fwd_kernel`, walking the chunks in reverse.
+
+    Each chunk's states are recomputed from the saved chunk-entry state. Outputs:
+    ``gx (B, D, L)`` fp32 and ``gproj (B, K, R+2, L)`` fp32 receive atomic adds (zeroed by the
+    caller); ``gwdt (B, K, D, R)`` and ``gchan (B, K, 3, D)`` (rows: bias, A, Ds) are per-image
+    partial sums written once.
+    """
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    k = tl.program_id(2)
+    chans = pid_d * BD + tl.arange(0, BD)
+    chan_ok = chans < D
+    cols = tl.arange(0, BL)
+    rank_cols = tl.arange(0, RP)
+
+    kd = k * D + chans
+    bias = tl.load(bias_ptr + kd, mask=chan_ok, other=0.0)
+    a_coef = tl.load(a_ptr + kd, mask=chan_ok, other=0.0)
+    skip = tl.load(ds_ptr + kd, mask=chan_ok, other=0.0)
+
+    row_off = b * D * L + chans[:, None].to(tl.int64) * L
+    proj_k = proj_ptr + (b * 4 + k) * (R + 2) * L
+    gproj_k = gproj_ptr + (b * 4 + k) * (R + 2) * L
+    wdt_rows = wdt_ptr + kd * R
+    state_rows = states_ptr + ((b * 4 + k) * D + chans).to(tl.int64) * NCH
+
+    g_bias = tl.zeros([BD], dtype=tl.float32)
+    g_a = tl.zeros([BD], dtype=tl.float32)
+    g_skip = tl.zeros([BD], dtype=tl.float32)
+    g_wdt = tl.zeros([BD, RP], dtype=tl.float32)
+    carry = tl.zeros([BD], dtype=tl.float32)  # decay[l+1] * grad_h[l+1] from the next chunk
+    for c_rev in range(NCH):
+        c = NCH - 1 - c_rev
+        steps = c * BL + cols
+        step_ok = steps < L
+        pos = _positions(k, steps, L, H, W)
+        tile_ok = chan_ok[:, None] & step_ok[None, :]
+        u = tl.load(x_ptr + row_off + pos[None, :], mask=tile_ok, other=0.0).to(tl.float32)
+        gy = tl.load(gy_ptr + row_off + pos[None, :], mask=tile_ok, other=0.0)
+        delta = tl.zeros([BD, BL], dtype=tl.float32)
+        for r in range(R):
+            w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
+            low_r = tl.load(proj_k + r * L + pos, mask=step_ok, other=0.0).to(tl.float32)
+            delta += w_r[:, None] * low_r[None, :]
+        b_in = tl.load(proj_k + R * L + pos, mask=step_ok, other=0.0).to(tl.float32)
+        c_out = tl.load(proj_k + (R + 1) * L + pos, mask=step_ok, other=0.0).to(tl.float32)
+
+        z = delta + bias[:, None]
+        dt = _softplus(z)
+        decay = tl.where(tile_ok, tl.exp(dt * a_coef[:, None]), 1.0)
+        drive = tl.where(tile_ok, dt * b_in[None, :] * u, 0.0)
+        h0 = tl.load(state_rows + c, mask=chan_ok, other=0.0)
+        decay_cum, h_local = tl.associative_scan((decay, drive), 1, _affine_combine)
+        h_all = h_local + decay_cum * h0[:, None]
+
+        # grad_h[l] = C[l] * gy[l] + decay[l+1] * grad_h[l+1]: a reverse scan whose coefficient
+        # at l is the next step's decay (a shift by one column, done with a gather).
+        next_col = tl.minimum(cols + 1, BL - 1)
+        decay_next = tl.gather(decay, tl.broadcast_to(next_col[None, :], (BD, BL)), 1)
+        last = cols[None, :] == BL - 1
+        decay_next = tl.where(last, 0.0, decay_next)
+        g_out = tl.where(tile_ok, c_out[None, :] * gy, 0.0) + tl.where(last, carry[:, None], 0.0)
+        _, g_h = tl.associative_scan((decay_next, g_out), 1, _affine_combine, reverse=True)
+        carry = tl.sum(tl.where(cols[None, :] == 0, decay * g_h, 0.0), axis=1)
+
+        decayed_prev = h_all - drive  # decay[l] * h[l-1]
+        g_dt = g_h * (a_coef[:, None] * decayed_prev + b_in[None, :] * u)
+        g_z = tl.where(tile_ok, g_dt * tl.sigmoid(z), 0.0)
+        g_u = skip[:, None] * gy + g_h * dt * b_in[None, :]
+        tl.atomic_add(gx_ptr + row_off + pos[None, :], g_u, mask=tile_ok, sem='relaxed')
+
+        g_skip += tl.sum(gy * u, axis=1)
+        g_a += tl.sum(g_h * decayed_prev * dt, axis=1)
+        g_bias += tl.sum(g_z, axis=1)
+        g_b = tl.sum(g_h * dt * u, axis=0)
+        g_c = tl.sum(gy * h_all, axis=0)
+        tl.atomic_add(gproj_k + R * L + pos, g_b, mask=step_ok, sem='relaxed')
+        tl.atomic_add(gproj_k + (R + 1) * L + pos, g_c, mask=step_ok, sem='relaxed')
+        for r in range(R):
+            w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
+            low_r = tl.load(proj_k + r * L + pos, mask=step_ok, other=0.0).to(tl.float32)
+            g_low = tl.sum(g_z * w_r[:, None], axis=0)
+            tl.atomic_add(gproj_k + r * L + pos, g_low, mask=step_ok, sem='relaxed')
+            g_w = tl.sum(g_z * low_r[None, :], axis=1)
+            g_wdt += tl.where(rank_cols[None, :] == r, g_w[:, None], 0.0)
+
+    chan_part = gchan_ptr + (b * 4 + k) * 3 * D + chans
+    tl.store(chan_part, g_bias, mask=chan_ok)
+    tl.store(chan_part + D, g_a, mask=chan_ok)
+    tl.store(chan_part + 2 * D, g_skip, mask=chan_ok)
+    gwdt_rows = gwdt_ptr + ((b * 4 + k) * D + chans[:, None]).to(tl.int64) * R
+    tl.store(gwdt_rows + rank_cols[None, :], g_wdt,
+             mask=chan_ok[:, None] & (rank_cols[None, :] < R))

@@ -1,0 +1,117 @@
+"""Backend choice: env var, explicit argument, auto priority, errors, logging, torch.compile."""
+import logging
+
+import pytest
+import torch
+from mmengine.logging import MMLogger
+from scan_oracle import make_scan_inputs
+
+from mmvmamba import ops
+from mmvmamba.ops import dispatch
+
+OP = 'test_dummy_op'
+
+
+class _Records(logging.Handler):
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def records():
+    handler = _Records()
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)
+
+
+@pytest.fixture
+def dummy_op():
+    """A throwaway op with an available low-priority and an unavailable high-priority backend."""
+    dispatch.register(OP, 'slow', lambda x: ('slow', x), priority=0)
+    dispatch.register(OP, 'fast', lambda x: ('fast', x),
+                      check=lambda device: (False, 'fast is not built; run make fast'),
+                      priority=5)
+    dispatch.register(OP, 'medium', lambda x: ('medium', x),
+                      check=lambda device: (device.type == 'cpu', 'CPU only'), priority=3)
+    dispatch.ENV_VARS[OP] = 'MMVMAMBA_TEST_DUMMY_BACKEND'
+    yield OP
+    dispatch._REGISTRY.pop(OP)
+    dispatch.ENV_VARS.pop(OP)
+    dispatch._LOGGED.difference_update({k for k in dispatch._LOGGED if k[0] == OP})
+
+
+def test_auto_picks_highest_priority_available(dummy_op, monkeypatch):
+    monkeypatch.delenv('MMVMAMBA_TEST_DUMMY_BACKEND', raising=False)
+    assert dispatch.resolve_name(dummy_op, None, 'cpu') == 'medium'
+    assert dispatch.resolve_name(dummy_op, 'auto', 'cpu') == 'medium'
+    assert dispatch.resolve_name(dummy_op, 'auto', 'meta') == 'slow'
+
+
+def test_env_var_and_argument(dummy_op, monkeypatch):
+    monkeypatch.setenv('MMVMAMBA_TEST_DUMMY_BACKEND', 'slow')
+    assert dispatch.resolve_name(dummy_op, None, 'cpu') == 'slow'
+    # An explicit argument wins over the environment.
+    assert dispatch.resolve_name(dummy_op, 'medium', 'cpu') == 'medium'
+    assert dispatch.resolve(dummy_op, None, torch.device('cpu'))(1) == ('slow', 1)
+
+
+def test_forcing_unavailable_backend_raises_with_reason(dummy_op, monkeypatch):
+    with pytest.raises(RuntimeError, match='run make fast'):
+        dispatch.resolve_name(dummy_op, 'fast', 'cpu')
+    monkeypatch.setenv('MMVMAMBA_TEST_DUMMY_BACKEND', 'fast')
+    with pytest.raises(RuntimeError, match='MMVMAMBA_TEST_DUMMY_BACKEND'):
+        dispatch.resolve_name(dummy_op, None, 'cpu')
+    with pytest.raises(RuntimeError, match='CPU only'):
+        dispatch.resolve_name(dummy_op, 'medium', 'meta')
+
+
+def test_unknown_names_raise(dummy_op):
+    with pytest.raises(KeyError, match='medium'):
+        dispatch.resolve_name(dummy_op, 'nonexistent', 'cpu')
+    with pytest.raises(KeyError, match='no backends registered'):
+        dispatch.resolve_name('no_such_op', None, 'cpu')
+    with pytest.raises(ValueError, match='reserved'):
+        dispatch.register(dummy_op, 'auto', lambda x: x)
+
+
+def test_choice_logged_once_per_op_and_device(dummy_op, records):
+    for _ in range(3):
+        dispatch.resolve_name(dummy_op, 'auto', 'cpu')
+    dispatch.resolve_name(dummy_op, 'auto', 'meta')
+    mine = [m for m in records if dummy_op in m]
+    assert len(mine) == 2, mine
+    assert "'medium'" in mine[0] and 'run make fast' in mine[0]
+    assert "'slow'" in mine[1]
+
+
+def test_public_scan_honours_env_var(monkeypatch):
+    args = make_scan_inputs(1, 4, 2, 1, 9)
+    monkeypatch.setenv('MMVMAMBA_SCAN_BACKEND', 'reference')
+    out = ops.selective_scan(**args)
+    assert dispatch.resolve_name('selective_scan', None, 'cpu') == 'reference'
+    monkeypatch.setenv('MMVMAMBA_SCAN_BACKEND', 'no_such_backend')
+    with pytest.raises(KeyError, match='MMVMAMBA_SCAN_BACKEND'):
+        ops.selective_scan(**args)
+    assert out.shape == args['u'].shape
+
+
+def test_resolution_compiles_without_graph_break(monkeypatch):
+    monkeypatch.delenv('MMVMAMBA_SCAN_BACKEND', raising=False)
+    torch._dynamo.reset()
+    args = make_scan_inputs(1, 4, 2, 1, 6)
+
+    def fn(u, delta):
+        y = ops.selective_scan(u, delta, args['A'], args['B'], args['C'], args['D'],
+                               args['delta_bias'], backend='reference')
+        return ops.layer_norm_2d(y.view(1, 8, 2, 3), None, None) + ops.cross_merge(
+            ops.cross_scan(y.view(1, 8, 2, 3)), 2, 3)
+
+    compiled = torch.compile(fn, fullgraph=True, backend='eager')
+    torch.testing.assert_close(compiled(args['u'], args['delta']), fn(args['u'], args['delta']))
