@@ -15,6 +15,8 @@ The backward recomputes every scan state from the saved chunk-entry states, so n
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 from torch import Tensor
@@ -23,16 +25,40 @@ from .launch import device_guard
 from .layer_norm_2d import ln2d_backward, ln2d_forward
 from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
 
-__all__ = ['ss2d_core_fused', 'scan_blocks']
+__all__ = ['ss2d_core_fused', 'scan_config', 'SCAN_TUNING']
 
 DIRECTIONS = 4
 
 
-def scan_blocks(channels: int, length: int) -> tuple[int, int]:
-    """Channel block ``BD`` and chunk length ``BL`` of the scan kernels for a shape."""
-    block_l = 64 if length > 32 else max(16, triton.next_power_of_2(length))
-    block_d = 16
-    return block_d, block_l
+#: Tuning knobs of the scan kernels (tests and benchmarks may change them): channels per
+#: program, steps per chunk, warps per program, and the number of programs under which the scan
+#: is split into segments along its length.
+SCAN_TUNING = dict(block_d=16, block_l=64, num_warps=4, min_programs=1024)
+
+
+class ScanConfig(NamedTuple):
+    """Launch shape of the scan kernels for one problem size."""
+
+    block_d: int
+    block_l: int
+    chunks: int
+    segments: int
+    chunks_per_segment: int
+    num_warps: int
+
+
+def scan_config(batch: int, channels: int, length: int) -> ScanConfig:
+    """Pick block sizes and the segment split for ``(B, D, L)`` (see :data:`SCAN_TUNING`)."""
+    block_d = SCAN_TUNING['block_d']
+    block_l = SCAN_TUNING['block_l']
+    while block_l > 16 and block_l >= 2 * length:
+        block_l //= 2
+    chunks = triton.cdiv(length, block_l)
+    programs = triton.cdiv(channels, block_d) * batch * DIRECTIONS
+    segments = min(chunks, triton.cdiv(SCAN_TUNING['min_programs'], programs))
+    per_segment = triton.cdiv(chunks, max(1, segments))
+    segments = triton.cdiv(chunks, per_segment)
+    return ScanConfig(block_d, block_l, chunks, segments, per_segment, SCAN_TUNING['num_warps'])
 
 
 def _check(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A_logs: Tensor) -> int:
@@ -52,94 +78,102 @@ def _check(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A_logs: Te
     return rank
 
 
-def _fwd_shapes(x: Tensor, rank: int) -> tuple[int, int, int, int, int]:
-    batch, inner, height, width = x.shape
-    length = height * width
-    block_d, block_l = scan_blocks(inner, length)
-    return batch, inner, length, block_d, block_l
+def _scan_params(dt_projs_weight: Tensor, dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor,
+                 inner: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """fp32 contiguous ``wdt (4, D, R)``, ``bias``, ``A = -exp(A_logs)`` and ``Ds`` ``(4, D)``."""
+    return (dt_projs_weight.float().contiguous(), dt_projs_bias.float().contiguous(),
+            (-torch.exp(A_logs.float())).reshape(DIRECTIONS, inner).contiguous(),
+            Ds.float().reshape(DIRECTIONS, inner).contiguous())
 
 
 @torch.library.custom_op('mmvmamba_triton::ss2d_core_fwd', mutates_args=())
 def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
               A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor, out_norm_bias: Tensor,
-              eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+              eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
-    batch, inner, length, block_d, block_l = _fwd_shapes(x, rank)
-    height, width = x.shape[2:]
-    chunks = triton.cdiv(length, block_l)
+    batch, inner, height, width = x.shape
+    length = height * width
+    cfg = scan_config(batch, inner, length)
+    f32 = dict(device=x.device, dtype=torch.float32)
     with torch.autocast(x.device.type, enabled=False):
         xf = x.contiguous().view(batch, inner, length)
         w_proj = x_proj_weight.reshape(DIRECTIONS * (rank + 2), inner).to(x.dtype)
         proj = torch.matmul(w_proj, xf)  # (B, 4*(R+2), L), row-major positions
-        y = torch.zeros(batch, inner, length, device=x.device, dtype=torch.float32)
-        states = torch.empty(batch, DIRECTIONS, inner, chunks, device=x.device,
-                             dtype=torch.float32)
-        a_coef = -torch.exp(A_logs.float()).reshape(DIRECTIONS, inner)
-        grid = (triton.cdiv(inner, block_d), batch, DIRECTIONS)
+        y = torch.zeros(batch, inner, length, **f32)
+        states = torch.empty(batch, DIRECTIONS, inner, cfg.chunks, **f32)
+        seg_decay = torch.empty(batch, DIRECTIONS, cfg.segments, inner, **f32)
+        seg_state = torch.empty_like(seg_decay)
+        grid = (triton.cdiv(inner, cfg.block_d), batch, DIRECTIONS * cfg.segments)
+        args = (xf, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner), y,
+                states, seg_decay, seg_state, inner, length, height, width, rank, cfg.chunks,
+                cfg.segments, cfg.chunks_per_segment)
         with device_guard(x):
-            ss2d_scan_fwd_kernel[grid](
-                xf, proj, dt_projs_weight.float().contiguous(),
-                dt_projs_bias.float().contiguous(), a_coef.contiguous(),
-                Ds.float().reshape(DIRECTIONS, inner).contiguous(), y, states,
-                inner, length, height, width, rank, chunks,
-                BD=block_d, BL=block_l, num_warps=4)
+            if cfg.segments > 1:
+                ss2d_scan_fwd_kernel[grid](*args, BD=cfg.block_d, BL=cfg.block_l, SUMMARY=True,
+                                           num_warps=cfg.num_warps)
+            ss2d_scan_fwd_kernel[grid](*args, BD=cfg.block_d, BL=cfg.block_l, SUMMARY=False,
+                                       num_warps=cfg.num_warps)
         out, mean, rstd = ln2d_forward(y, out_norm_weight, out_norm_bias, eps, x.dtype)
-    return out.view(x.shape), proj, y, mean, rstd, states
+    return out.view(x.shape), proj, y, mean, rstd, states, seg_decay
 
 
 @_core_fwd.register_fake
 def _(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
       out_norm_bias, eps):
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
-    batch, inner, length, block_d, block_l = _fwd_shapes(x, rank)
+    batch, inner, height, width = x.shape
+    length = height * width
+    cfg = scan_config(batch, inner, length)
     f32 = torch.float32
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             x.new_empty(batch, DIRECTIONS * (rank + 2), length),
             x.new_empty(batch, inner, length, dtype=f32),
             x.new_empty(batch, length, dtype=f32),
             x.new_empty(batch, length, dtype=f32),
-            x.new_empty(batch, DIRECTIONS, inner, triton.cdiv(length, block_l), dtype=f32))
+            x.new_empty(batch, DIRECTIONS, inner, cfg.chunks, dtype=f32),
+            x.new_empty(batch, DIRECTIONS, cfg.segments, inner, dtype=f32))
 
 
 @torch.library.custom_op('mmvmamba_triton::ss2d_core_bwd', mutates_args=())
 def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
               dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor,
-              proj: Tensor, y: Tensor, mean: Tensor, rstd: Tensor, states: Tensor
+              proj: Tensor, y: Tensor, mean: Tensor, rstd: Tensor, states: Tensor,
+              seg_decay: Tensor
               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
-    batch, inner, length, block_d, block_l = _fwd_shapes(x, rank)
-    height, width = x.shape[2:]
-    chunks = states.shape[-1]
+    batch, inner, height, width = x.shape
+    length = height * width
+    cfg = scan_config(batch, inner, length)
+    f32 = dict(device=x.device, dtype=torch.float32)
     with torch.autocast(x.device.type, enabled=False):
         grad_y, grad_norm_w, grad_norm_b = ln2d_backward(
             grad_out.contiguous().view(batch, inner, length), y, out_norm_weight, mean, rstd,
             torch.float32)
         xf = x.contiguous().view(batch, inner, length)
-        grad_x = torch.zeros(batch, inner, length, device=x.device, dtype=torch.float32)
-        grad_proj = torch.zeros(batch, DIRECTIONS * (rank + 2), length, device=x.device,
-                                dtype=torch.float32)
-        grad_wdt = torch.empty(batch, DIRECTIONS, inner, rank, device=x.device,
-                               dtype=torch.float32)
-        grad_chan = torch.empty(batch, DIRECTIONS, 3, inner, device=x.device,
-                                dtype=torch.float32)
-        a_coef = -torch.exp(A_logs.float()).reshape(DIRECTIONS, inner)
-        grid = (triton.cdiv(inner, block_d), batch, DIRECTIONS)
+        grad_x = torch.zeros(batch, inner, length, **f32)
+        grad_proj = torch.zeros(batch, DIRECTIONS * (rank + 2), length, **f32)
+        grad_wdt = torch.empty(batch, DIRECTIONS, cfg.segments, inner, rank, **f32)
+        grad_chan = torch.empty(batch, DIRECTIONS, cfg.segments, 3, inner, **f32)
+        seg_carry = torch.empty_like(seg_decay)
+        wdt, bias, a_coef, ds = _scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner)
+        grid = (triton.cdiv(inner, cfg.block_d), batch, DIRECTIONS * cfg.segments)
+        args = (xf, proj, wdt, bias, a_coef, ds, grad_y, states, seg_decay, seg_carry, grad_x,
+                grad_proj, grad_wdt, grad_chan, inner, length, height, width, rank, cfg.chunks,
+                cfg.segments, cfg.chunks_per_segment)
+        meta = dict(BD=cfg.block_d, BL=cfg.block_l, RP=max(16, triton.next_power_of_2(rank)),
+                    num_warps=cfg.num_warps)
         with device_guard(x):
-            ss2d_scan_bwd_kernel[grid](
-                xf, proj, dt_projs_weight.float().contiguous(),
-                dt_projs_bias.float().contiguous(), a_coef.contiguous(),
-                Ds.float().reshape(DIRECTIONS, inner).contiguous(), grad_y, states,
-                grad_x, grad_proj, grad_wdt, grad_chan,
-                inner, length, height, width, rank, chunks,
-                BD=block_d, BL=block_l, RP=max(16, triton.next_power_of_2(rank)), num_warps=4)
+            if cfg.segments > 1:
+                ss2d_scan_bwd_kernel[grid](*args, SUMMARY=True, **meta)
+            ss2d_scan_bwd_kernel[grid](*args, SUMMARY=False, **meta)
         w_proj = x_proj_weight.reshape(DIRECTIONS * (rank + 2), inner).float()
         grad_x = torch.baddbmm(grad_x, w_proj.t().expand(batch, -1, -1), grad_proj)
         grad_w_proj = torch.einsum('bjl,bdl->jd', grad_proj, xf.float())
-        chan = grad_chan.sum(0)  # (4, 3, D): bias, A, Ds
+        chan = grad_chan.sum((0, 2))  # (4, 3, D): bias, A, Ds
         grad_a_logs = (chan[:, 1] * a_coef).reshape(DIRECTIONS * inner, 1)
     return (grad_x.to(x.dtype).view(x.shape),
             grad_w_proj.reshape(x_proj_weight.shape).to(x_proj_weight.dtype),
-            grad_wdt.sum(0).to(dt_projs_weight.dtype),
+            grad_wdt.sum((0, 2)).to(dt_projs_weight.dtype),
             chan[:, 0].to(dt_projs_bias.dtype).contiguous(),
             grad_a_logs.to(A_logs.dtype),
             chan[:, 2].reshape(DIRECTIONS * inner).to(Ds.dtype),
@@ -148,7 +182,7 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
 
 @_core_bwd.register_fake
 def _(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
-      proj, y, mean, rstd, states):
+      proj, y, mean, rstd, states, seg_decay):
     inner = x.shape[1]
     f32 = torch.float32
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
@@ -160,9 +194,9 @@ def _(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, ou
 def _core_setup(ctx, inputs, output):
     x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, \
         out_norm_bias, _ = inputs
-    _, proj, y, mean, rstd, states = output
+    _, proj, y, mean, rstd, states, seg_decay = output
     ctx.save_for_backward(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
-                          out_norm_weight, proj, y, mean, rstd, states)
+                          out_norm_weight, proj, y, mean, rstd, states, seg_decay)
     ctx.norm_dtypes = (out_norm_weight.dtype, out_norm_bias.dtype)
 
 

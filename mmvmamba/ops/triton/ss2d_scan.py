@@ -1,11 +1,17 @@
 """Triton kernels of the fused SS2D scan (N = 1): four scan orders, dt projection, merge.
 
-One program owns a block of ``BD`` channels of one image and one scan direction ``k``. It walks
-the direction's scan order in chunks of ``BL`` steps, gathering the activation and the
-direction's ``(dt_low, B, C)`` rows straight from the row-major map (no cross-scan copies),
+One program owns a block of ``BD`` channels of one image, one scan direction ``k`` and one
+segment of the scan (``NSEG`` segments of ``SEG_CH`` chunks; one segment unless the grid would
+be too small to fill the GPU). It walks its chunks of ``BL`` steps, gathering the activation and
+the direction's ``(dt_low, B, C)`` rows straight from the row-major map (no cross-scan copies),
 applies the dt projection, bias and softplus in registers, runs the recurrence in fp32 with
 ``tl.associative_scan`` and a state carried across chunks, and adds its output into the merged
 row-major map (the cross-merge). The four directions meet in that map through atomic adds.
+
+With several segments a ``SUMMARY`` launch first reduces each segment to its total decay and
+its end state from a zero start; the main launch then starts segment ``s`` from the state
+composed of the summaries of segments ``0..s-1``. The backward does the same in reverse for the
+state gradient.
 
 Layouts (all contiguous):
     x      ``(B, D, L)`` activation, row-major positions ``p = h*W + w``, any float dtype.
@@ -13,6 +19,8 @@ Layouts (all contiguous):
     wdt    ``(K, D, R)`` dt projection, fp32.  bias, A, Ds: ``(K, D)`` fp32.
     y      ``(B, D, L)`` fp32 merged output (zeroed by the caller; the kernel adds into it).
     states ``(B, K, D, NCH)`` fp32 state entering each chunk (saved for the backward).
+    seg_decay, seg_state ``(B, K, NSEG, D)`` fp32 segment summaries (forward);
+    seg_carry ``(B, K, NSEG, D)`` fp32 state-gradient summaries (backward).
 
 Direction ``k`` visits scan step ``l`` at position: k=0 ``l``; k=1 ``(l % H)*W + l // H``;
 k=2 and k=3 the same on ``L-1-l``.
@@ -46,13 +54,46 @@ def _softplus(z):
 
 
 @triton.jit
+def _chunk_inputs(x_rows, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L, R,
+                  BD: tl.constexpr, BL: tl.constexpr):
+    """Load one chunk and form its recurrence terms; padding steps get decay 1, drive 0.
+
+    Returns ``u, z, dt, decay, drive`` as ``(BD, BL)`` fp32 and ``b_in, c_out`` as ``(BL,)``.
+    """
+    tile_ok = chan_ok[:, None] & step_ok[None, :]
+    u = tl.load(x_rows + pos[None, :], mask=tile_ok, other=0.0).to(tl.float32)
+    delta = tl.zeros([BD, BL], dtype=tl.float32)
+    for r in range(R):
+        w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
+        low_r = tl.load(proj_k + r * L + pos, mask=step_ok, other=0.0).to(tl.float32)
+        delta += w_r[:, None] * low_r[None, :]
+    b_in = tl.load(proj_k + R * L + pos, mask=step_ok, other=0.0).to(tl.float32)
+    c_out = tl.load(proj_k + (R + 1) * L + pos, mask=step_ok, other=0.0).to(tl.float32)
+    z = delta + bias[:, None]
+    dt = _softplus(z)
+    decay = tl.where(tile_ok, tl.exp(dt * a_coef[:, None]), 1.0)
+    drive = tl.where(tile_ok, dt * b_in[None, :] * u, 0.0)
+    return u, z, dt, decay, drive, b_in, c_out
+
+
+@triton.jit
+def _last_column(tile, cols, BL: tl.constexpr):
+    return tl.sum(tl.where(cols[None, :] == BL - 1, tile, 0.0), axis=1)
+
+
+@triton.jit
 def ss2d_scan_fwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_ptr, states_ptr,
-                         D, L, H, W, R, NCH,
-                         BD: tl.constexpr, BL: tl.constexpr):
-    """Forward: one program per (channel block, image, direction); see the module docstring."""
+                         seg_decay_ptr, seg_state_ptr,
+                         D, L, H, W, R, NCH, NSEG, SEG_CH,
+                         BD: tl.constexpr, BL: tl.constexpr, SUMMARY: tl.constexpr):
+    """Forward; grid ``(cdiv(D, BD), B, 4 * NSEG)``. See the module docstring.
+
+    ``SUMMARY=True`` writes only the segment summaries; ``False`` writes ``y`` and ``states``.
+    """
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    k = tl.program_id(2)
+    k = tl.program_id(2) // NSEG
+    seg = tl.program_id(2) % NSEG
     chans = pid_d * BD + tl.arange(0, BD)
     chan_ok = chans < D
     cols = tl.arange(0, BL)
@@ -67,49 +108,57 @@ def ss2d_scan_fwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_pt
     proj_k = proj_ptr + (b * 4 + k) * (R + 2) * L
     wdt_rows = wdt_ptr + kd * R
     state_rows = states_ptr + ((b * 4 + k) * D + chans).to(tl.int64) * NCH
+    seg_base = ((b * 4 + k) * NSEG) * D + chans
 
     h = tl.zeros([BD], dtype=tl.float32)
-    for c in range(NCH):
+    total_decay = tl.full([BD], 1.0, dtype=tl.float32)
+    if not SUMMARY:
+        for j in range(seg):  # state entering this segment, from the earlier segments
+            seg_decay = tl.load(seg_decay_ptr + seg_base + j * D, mask=chan_ok, other=1.0)
+            seg_state = tl.load(seg_state_ptr + seg_base + j * D, mask=chan_ok, other=0.0)
+            h = seg_decay * h + seg_state
+    first = seg * SEG_CH
+    for c in range(first, tl.minimum(first + SEG_CH, NCH)):
         steps = c * BL + cols
         step_ok = steps < L
         pos = _positions(k, steps, L, H, W)
-        tile_ok = chan_ok[:, None] & step_ok[None, :]
-        u = tl.load(x_rows + pos[None, :], mask=tile_ok, other=0.0).to(tl.float32)
-        delta = tl.zeros([BD, BL], dtype=tl.float32)
-        for r in range(R):
-            w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
-            low_r = tl.load(proj_k + r * L + pos, mask=step_ok, other=0.0).to(tl.float32)
-            delta += w_r[:, None] * low_r[None, :]
-        b_in = tl.load(proj_k + R * L + pos, mask=step_ok, other=0.0).to(tl.float32)
-        c_out = tl.load(proj_k + (R + 1) * L + pos, mask=step_ok, other=0.0).to(tl.float32)
-
-        dt = _softplus(delta + bias[:, None])
-        decay = tl.where(tile_ok, tl.exp(dt * a_coef[:, None]), 1.0)
-        drive = tl.where(tile_ok, dt * b_in[None, :] * u, 0.0)
-        tl.store(state_rows + c, h, mask=chan_ok)
+        u, z, dt, decay, drive, b_in, c_out = _chunk_inputs(
+            x_rows, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L, R, BD, BL)
         decay_cum, h_local = tl.associative_scan((decay, drive), 1, _affine_combine)
         h_all = h_local + decay_cum * h[:, None]
-        y = c_out[None, :] * h_all + skip[:, None] * u
-        tl.atomic_add(y_rows + pos[None, :], y, mask=tile_ok, sem='relaxed')
+        if SUMMARY:
+            total_decay *= _last_column(decay_cum, cols, BL)
+        else:
+            tl.store(state_rows + c, h, mask=chan_ok)
+            y = c_out[None, :] * h_all + skip[:, None] * u
+            tile_ok = chan_ok[:, None] & step_ok[None, :]
+            tl.atomic_add(y_rows + pos[None, :], y, mask=tile_ok, sem='relaxed')
         # Steps past L decay by 1 with no drive, so the last column is the chunk's final state.
-        h = tl.sum(tl.where(cols[None, :] == BL - 1, h_all, 0.0), axis=1)
+        h = _last_column(h_all, cols, BL)
+    if SUMMARY:
+        tl.store(seg_decay_ptr + seg_base + seg * D, total_decay, mask=chan_ok)
+        tl.store(seg_state_ptr + seg_base + seg * D, h, mask=chan_ok)
 
 
 @triton.jit
 def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_ptr, states_ptr,
+                         seg_decay_ptr, seg_carry_ptr,
                          gx_ptr, gproj_ptr, gwdt_ptr, gchan_ptr,
-                         D, L, H, W, R, NCH,
-                         BD: tl.constexpr, BL: tl.constexpr, RP: tl.constexpr):
-    """Backward of :func:`ss2d_scan_fwd_kernel`, walking the chunks in reverse.
+                         D, L, H, W, R, NCH, NSEG, SEG_CH,
+                         BD: tl.constexpr, BL: tl.constexpr, RP: tl.constexpr,
+                         SUMMARY: tl.constexpr):
+    """Backward of :func:`ss2d_scan_fwd_kernel`, walking each segment's chunks in reverse.
 
-    Each chunk's states are recomputed from the saved chunk-entry state. Outputs:
-    ``gx (B, D, L)`` fp32 and ``gproj (B, K, R+2, L)`` fp32 receive atomic adds (zeroed by the
-    caller); ``gwdt (B, K, D, R)`` and ``gchan (B, K, 3, D)`` (rows: bias, A, Ds) are per-image
-    partial sums written once.
+    Each chunk's states are recomputed from the saved chunk-entry state. ``SUMMARY=True`` only
+    writes each segment's outgoing state gradient from a zero incoming one (``seg_carry``).
+    Otherwise: ``gx (B, D, L)`` and ``gproj (B, K, R+2, L)`` fp32 receive atomic adds (zeroed
+    by the caller); ``gwdt (B, K, NSEG, D, R)`` and ``gchan (B, K, NSEG, 3, D)`` (rows: bias, A,
+    Ds) are per-program partial sums written once.
     """
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    k = tl.program_id(2)
+    k = tl.program_id(2) // NSEG
+    seg = tl.program_id(2) % NSEG
     chans = pid_d * BD + tl.arange(0, BD)
     chan_ok = chans < D
     cols = tl.arange(0, BL)
@@ -125,71 +174,74 @@ def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_p
     gproj_k = gproj_ptr + (b * 4 + k) * (R + 2) * L
     wdt_rows = wdt_ptr + kd * R
     state_rows = states_ptr + ((b * 4 + k) * D + chans).to(tl.int64) * NCH
+    seg_base = ((b * 4 + k) * NSEG) * D + chans
 
     g_bias = tl.zeros([BD], dtype=tl.float32)
     g_a = tl.zeros([BD], dtype=tl.float32)
     g_skip = tl.zeros([BD], dtype=tl.float32)
     g_wdt = tl.zeros([BD, RP], dtype=tl.float32)
     carry = tl.zeros([BD], dtype=tl.float32)  # decay[l+1] * grad_h[l+1] from the next chunk
-    for c_rev in range(NCH):
-        c = NCH - 1 - c_rev
+    if not SUMMARY:
+        for i in range(NSEG - 1 - seg):  # from the later segments, last first
+            j = NSEG - 1 - i
+            seg_decay = tl.load(seg_decay_ptr + seg_base + j * D, mask=chan_ok, other=1.0)
+            seg_carry = tl.load(seg_carry_ptr + seg_base + j * D, mask=chan_ok, other=0.0)
+            carry = seg_carry + seg_decay * carry
+    first = seg * SEG_CH
+    last = tl.minimum(first + SEG_CH, NCH)
+    for c_rev in range(last - first):
+        c = last - 1 - c_rev
         steps = c * BL + cols
         step_ok = steps < L
-        pos = _positions(k, steps, L, H, W)
         tile_ok = chan_ok[:, None] & step_ok[None, :]
-        u = tl.load(x_ptr + row_off + pos[None, :], mask=tile_ok, other=0.0).to(tl.float32)
+        pos = _positions(k, steps, L, H, W)
+        u, z, dt, decay, drive, b_in, c_out = _chunk_inputs(
+            x_ptr + row_off, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L, R, BD, BL)
         gy = tl.load(gy_ptr + row_off + pos[None, :], mask=tile_ok, other=0.0)
-        delta = tl.zeros([BD, BL], dtype=tl.float32)
-        for r in range(R):
-            w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
-            low_r = tl.load(proj_k + r * L + pos, mask=step_ok, other=0.0).to(tl.float32)
-            delta += w_r[:, None] * low_r[None, :]
-        b_in = tl.load(proj_k + R * L + pos, mask=step_ok, other=0.0).to(tl.float32)
-        c_out = tl.load(proj_k + (R + 1) * L + pos, mask=step_ok, other=0.0).to(tl.float32)
-
-        z = delta + bias[:, None]
-        dt = _softplus(z)
-        decay = tl.where(tile_ok, tl.exp(dt * a_coef[:, None]), 1.0)
-        drive = tl.where(tile_ok, dt * b_in[None, :] * u, 0.0)
-        h0 = tl.load(state_rows + c, mask=chan_ok, other=0.0)
-        decay_cum, h_local = tl.associative_scan((decay, drive), 1, _affine_combine)
-        h_all = h_local + decay_cum * h0[:, None]
 
         # grad_h[l] = C[l] * gy[l] + decay[l+1] * grad_h[l+1]: a reverse scan whose coefficient
         # at l is the next step's decay (a shift by one column, done with a gather).
         next_col = tl.minimum(cols + 1, BL - 1)
         decay_next = tl.gather(decay, tl.broadcast_to(next_col[None, :], (BD, BL)), 1)
-        last = cols[None, :] == BL - 1
-        decay_next = tl.where(last, 0.0, decay_next)
-        g_out = tl.where(tile_ok, c_out[None, :] * gy, 0.0) + tl.where(last, carry[:, None], 0.0)
+        is_last = cols[None, :] == BL - 1
+        decay_next = tl.where(is_last, 0.0, decay_next)
+        g_out = c_out[None, :] * gy + tl.where(is_last, carry[:, None], 0.0)
         _, g_h = tl.associative_scan((decay_next, g_out), 1, _affine_combine, reverse=True)
         carry = tl.sum(tl.where(cols[None, :] == 0, decay * g_h, 0.0), axis=1)
 
-        decayed_prev = h_all - drive  # decay[l] * h[l-1]
-        g_dt = g_h * (a_coef[:, None] * decayed_prev + b_in[None, :] * u)
-        g_z = tl.where(tile_ok, g_dt * tl.sigmoid(z), 0.0)
-        g_u = skip[:, None] * gy + g_h * dt * b_in[None, :]
-        tl.atomic_add(gx_ptr + row_off + pos[None, :], g_u, mask=tile_ok, sem='relaxed')
+        if not SUMMARY:
+            h0 = tl.load(state_rows + c, mask=chan_ok, other=0.0)
+            decay_cum, h_local = tl.associative_scan((decay, drive), 1, _affine_combine)
+            h_all = h_local + decay_cum * h0[:, None]
+            decayed_prev = h_all - drive  # decay[l] * h[l-1]
+            g_dt = g_h * (a_coef[:, None] * decayed_prev + b_in[None, :] * u)
+            g_z = tl.where(tile_ok, g_dt * tl.sigmoid(z), 0.0)
+            g_u = skip[:, None] * gy + g_h * dt * b_in[None, :]
+            tl.atomic_add(gx_ptr + row_off + pos[None, :], g_u, mask=tile_ok, sem='relaxed')
 
-        g_skip += tl.sum(gy * u, axis=1)
-        g_a += tl.sum(g_h * decayed_prev * dt, axis=1)
-        g_bias += tl.sum(g_z, axis=1)
-        g_b = tl.sum(g_h * dt * u, axis=0)
-        g_c = tl.sum(gy * h_all, axis=0)
-        tl.atomic_add(gproj_k + R * L + pos, g_b, mask=step_ok, sem='relaxed')
-        tl.atomic_add(gproj_k + (R + 1) * L + pos, g_c, mask=step_ok, sem='relaxed')
-        for r in range(R):
-            w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
-            low_r = tl.load(proj_k + r * L + pos, mask=step_ok, other=0.0).to(tl.float32)
-            g_low = tl.sum(g_z * w_r[:, None], axis=0)
-            tl.atomic_add(gproj_k + r * L + pos, g_low, mask=step_ok, sem='relaxed')
-            g_w = tl.sum(g_z * low_r[None, :], axis=1)
-            g_wdt += tl.where(rank_cols[None, :] == r, g_w[:, None], 0.0)
+            g_skip += tl.sum(gy * u, axis=1)
+            g_a += tl.sum(g_h * decayed_prev * dt, axis=1)
+            g_bias += tl.sum(g_z, axis=1)
+            g_b = tl.sum(g_h * dt * u, axis=0)
+            g_c = tl.sum(gy * h_all, axis=0)
+            tl.atomic_add(gproj_k + R * L + pos, g_b, mask=step_ok, sem='relaxed')
+            tl.atomic_add(gproj_k + (R + 1) * L + pos, g_c, mask=step_ok, sem='relaxed')
+            for r in range(R):
+                w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
+                low_r = tl.load(proj_k + r * L + pos, mask=step_ok, other=0.0).to(tl.float32)
+                g_low = tl.sum(g_z * w_r[:, None], axis=0)
+                tl.atomic_add(gproj_k + r * L + pos, g_low, mask=step_ok, sem='relaxed')
+                g_w = tl.sum(g_z * low_r[None, :], axis=1)
+                g_wdt += tl.where(rank_cols[None, :] == r, g_w[:, None], 0.0)
 
-    chan_part = gchan_ptr + (b * 4 + k) * 3 * D + chans
-    tl.store(chan_part, g_bias, mask=chan_ok)
-    tl.store(chan_part + D, g_a, mask=chan_ok)
-    tl.store(chan_part + 2 * D, g_skip, mask=chan_ok)
-    gwdt_rows = gwdt_ptr + ((b * 4 + k) * D + chans[:, None]).to(tl.int64) * R
-    tl.store(gwdt_rows + rank_cols[None, :], g_wdt,
-             mask=chan_ok[:, None] & (rank_cols[None, :] < R))
+    if SUMMARY:
+        tl.store(seg_carry_ptr + seg_base + seg * D, carry, mask=chan_ok)
+    else:
+        part = (b * 4 + k) * NSEG + seg
+        chan_part = gchan_ptr + part * 3 * D + chans
+        tl.store(chan_part, g_bias, mask=chan_ok)
+        tl.store(chan_part + D, g_a, mask=chan_ok)
+        tl.store(chan_part + 2 * D, g_skip, mask=chan_ok)
+        gwdt_rows = gwdt_ptr + (part * D + chans[:, None]).to(tl.int64) * R
+        tl.store(gwdt_rows + rank_cols[None, :], g_wdt,
+                 mask=chan_ok[:, None] & (rank_cols[None, :] < R))

@@ -1,0 +1,133 @@
+"""The Triton channel-first LayerNorm against the reference (permute + F.layer_norm).
+
+CPU: under Triton's interpreter in a subprocess (see test_triton_ss2d_core.py for why).
+GPU (``-m gpu``): the model's channel counts, odd maps, half dtypes, torch.compile.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+TOLERANCE = {'fp32': 1e-5, 'fp16': 2e-3, 'bf16': 1e-2}
+
+# name: (batch, C, H, W, affine, dtype)
+INTERPRETER_CASES = {
+    'odd_channels': (2, 5, 3, 7, True, 'fp32'),
+    'padded_channels_many_positions': (1, 130, 5, 9, True, 'fp32'),
+    'no_affine': (2, 6, 1, 1, False, 'fp32'),
+    'bf16': (2, 12, 4, 5, True, 'bf16'),
+}
+GPU_CASES = {
+    'c96': (4, 96, 56, 56, True, 'fp32'),
+    'c768_odd': (3, 768, 7, 9, True, 'fp32'),
+    'c2048': (2, 2048, 7, 7, True, 'fp32'),
+    'c48_bf16': (2, 48, 111, 57, True, 'bf16'),
+    'c384_fp16': (2, 384, 14, 15, True, 'fp16'),
+}
+
+
+def relative_errors(case, norm_fn, device='cpu', seed=0):
+    """Triton LN2d vs the fp32 reference: relative L2 error of output and gradients."""
+    from mmvmamba.ops import reference
+
+    batch, channels, height, width, affine, dtype_name = case
+    dtype = DTYPES[dtype_name]
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(batch, channels, height, width, generator=gen) * 2 + 0.5).to(device, dtype)
+    weight = (torch.randn(channels, generator=gen) * 0.3 + 1).to(device) if affine else None
+    bias = (torch.randn(channels, generator=gen) * 0.3).to(device) if affine else None
+    grad = torch.randn(batch, channels, height, width, generator=gen).to(device)
+
+    def run(fn, x_in):
+        leaves = [x_in.requires_grad_(True)] + [
+            t.clone().requires_grad_(True) for t in (weight, bias) if t is not None]
+        out = fn(leaves[0], *(leaves[1:] if affine else (None, None)), 1e-5)
+        return out, torch.autograd.grad(out, leaves, grad.to(out.dtype))
+
+    ref, ref_grads = run(reference.layer_norm_2d, x.float())
+    out, grads = run(norm_fn, x.clone())
+
+    def rel(a, b):
+        if not torch.isfinite(a).all():
+            return float('inf')
+        return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-6)).item()
+
+    errors = {'out': rel(out, ref), 'out_dtype_ok': out.dtype == dtype}
+    for name, g, g_ref in zip(('x', 'weight', 'bias'), grads, ref_grads):
+        errors[name] = rel(g, g_ref)
+    return errors
+
+
+def _interpreter_worker():
+    assert os.environ.get('TRITON_INTERPRET') == '1'
+    from mmvmamba.ops.triton.layer_norm_2d import layer_norm_2d
+
+    results = {name: relative_errors(case, layer_norm_2d, seed=i)
+               for i, (name, case) in enumerate(INTERPRETER_CASES.items())}
+    print('RESULTS ' + json.dumps(results))  # noqa: T201 (read by the parent test)
+
+
+def _check(errors, dtype_name):
+    assert errors.pop('out_dtype_ok')
+    bad = {k: v for k, v in errors.items() if not v <= TOLERANCE[dtype_name]}
+    assert not bad, f'relative errors above {TOLERANCE[dtype_name]}: {bad}'
+
+
+@pytest.fixture(scope='module')
+def interpreted_results():
+    env = dict(os.environ, TRITON_INTERPRET='1')
+    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
+                          timeout=300)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('RESULTS ')]
+    assert proc.returncode == 0 and lines, f'interpreter worker failed:\n{proc.stderr[-4000:]}'
+    return json.loads(lines[-1][len('RESULTS '):])
+
+
+@pytest.mark.parametrize('name', list(INTERPRETER_CASES))
+def test_layer_norm_2d_matches_reference_interpreted(interpreted_results, name):
+    _check(dict(interpreted_results[name]), INTERPRETER_CASES[name][-1])
+
+
+def test_layer_norm_2d_rejects_non_4d():
+    from mmvmamba.ops.triton.layer_norm_2d import layer_norm_2d
+
+    with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
+        layer_norm_2d(torch.zeros(2, 3, 4), None, None)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('name', list(GPU_CASES))
+def test_layer_norm_2d_matches_reference_gpu(name):
+    from mmvmamba.ops.triton.layer_norm_2d import layer_norm_2d
+
+    _check(relative_errors(GPU_CASES[name], layer_norm_2d, device='cuda'), GPU_CASES[name][-1])
+
+
+@pytest.mark.gpu
+def test_layer_norm_2d_compiles_fullgraph():
+    from mmvmamba import ops
+
+    x = torch.randn(2, 96, 9, 13, device='cuda', requires_grad=True)
+    weight = torch.rand(96, device='cuda', requires_grad=True)
+    bias = torch.rand(96, device='cuda', requires_grad=True)
+
+    def step(x):
+        return (ops.layer_norm_2d(x, weight, bias, backend='triton').relu() * x).sum()
+
+    compiled = torch.compile(step, fullgraph=True)
+    loss = compiled(x)
+    loss.backward()
+    grad = x.grad.clone()
+    x.grad = None
+    expected = step(x)
+    expected.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(grad, x.grad, rtol=1e-5, atol=1e-5)
+
+
+if __name__ == '__main__':
+    _interpreter_worker()

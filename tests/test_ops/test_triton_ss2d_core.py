@@ -1,0 +1,222 @@
+"""The fused Triton SS2D core against the pure-PyTorch reference: output and every gradient.
+
+CPU: the kernels run under Triton's interpreter in a subprocess (``TRITON_INTERPRET=1`` must be
+set before the kernels are defined, and other test modules import them first), on tiny shapes
+that still cover masked channel blocks, several chunks, 1-pixel and 1-row maps, and bf16.
+GPU (``-m gpu``): odd, non-square and detection-sized maps in fp32/fp16/bf16, torch.compile,
+and the VMamba backbone through the fused core against the reference core.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+GRAD_NAMES = ('x', 'x_proj_weight', 'dt_projs_weight', 'dt_projs_bias', 'A_logs', 'Ds',
+              'out_norm_weight', 'out_norm_bias')
+DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+# Relative L2 error allowed per input dtype (fp32: float rounding; half: one rounding of the
+# inputs, the projection and the output).
+TOLERANCE = {'fp32': 1e-4, 'fp16': 1e-2, 'bf16': 3e-2}
+
+# name: (batch, Din, H, W, dt rank, dtype). The interpreter runs with small blocks (4 channels,
+# 16 steps) so that tiny maps still span several channel blocks, chunks and segments.
+INTERPRETER_TUNING = dict(block_d=4, block_l=16, num_warps=4, min_programs=64)
+INTERPRETER_CASES = {
+    'odd_channels_nonsquare': (2, 5, 3, 4, 2, 'fp32'),
+    'three_chunks_three_segments': (1, 6, 5, 7, 3, 'fp32'),
+    'three_chunks_one_segment': (1, 6, 7, 5, 3, 'fp32'),
+    'one_pixel': (1, 3, 1, 1, 1, 'fp32'),
+    'one_row': (1, 4, 1, 7, 2, 'fp32'),
+    'bf16_input': (2, 5, 3, 4, 2, 'bf16'),
+}
+GPU_CASES = {
+    'stage1_like': (2, 96, 56, 56, 6, 'fp32'),
+    'stage4_like': (2, 768, 7, 7, 48, 'fp32'),
+    'odd_nonsquare': (3, 37, 13, 29, 3, 'fp32'),
+    'one_pixel': (3, 37, 1, 1, 3, 'fp32'),
+    'one_column': (2, 33, 41, 1, 3, 'fp32'),
+    'odd_fp16': (2, 40, 17, 23, 3, 'fp16'),
+    'odd_bf16': (2, 40, 17, 23, 3, 'bf16'),
+    'detection_bf16': (1, 96, 200, 320, 6, 'bf16'),
+}
+
+
+def make_core_inputs(batch, inner, height, width, rank, seed=0, device='cpu'):
+    """Random fp32 SS2D-core arguments with VMamba-like value ranges."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, scale=1.0, shift=0.0):
+        return (torch.randn(*shape, generator=gen) * scale + shift).to(device)
+
+    x = torch.nn.functional.silu(randn(batch, inner, height, width))
+    params = dict(
+        x_proj_weight=randn(4, rank + 2, inner, scale=inner**-0.5),
+        dt_projs_weight=randn(4, inner, rank, scale=rank**-0.5),
+        dt_projs_bias=randn(4, inner, scale=0.5, shift=-2.0),
+        A_logs=randn(4 * inner, 1, scale=0.5),
+        Ds=randn(4 * inner, scale=0.5, shift=1.0),
+        out_norm_weight=randn(inner, scale=0.2, shift=1.0),
+        out_norm_bias=randn(inner, scale=0.2))
+    return x, params
+
+
+def relative_errors(case, fused_fn, device='cpu', seed=0):
+    """Run the fused core and the fp32 reference on one case; relative L2 error per tensor."""
+    from mmvmamba.ops import reference
+
+    batch, inner, height, width, rank, dtype_name = case
+    dtype = DTYPES[dtype_name]
+    x, params = make_core_inputs(batch, inner, height, width, rank, seed, device)
+    x = x.to(dtype)  # the reference sees the same rounded activation, upcast
+
+    ref_leaves = [x.float().requires_grad_(True)] + [
+        p.clone().requires_grad_(True) for p in params.values()]
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # exact fp32 convs
+        ref = reference.ss2d_core(ref_leaves[0], *ref_leaves[1:], scan_backend='reference')
+    grad = torch.randn(ref.shape, generator=torch.Generator().manual_seed(seed + 1)).to(device)
+    ref_grads = torch.autograd.grad(ref, ref_leaves, grad)
+
+    leaves = [x.clone().requires_grad_(True)] + [
+        p.clone().requires_grad_(True) for p in params.values()]
+    out = fused_fn(leaves[0], *leaves[1:])
+    grads = torch.autograd.grad(out, leaves, grad.to(dtype))
+
+    def rel(a, b):
+        if not torch.isfinite(a).all():
+            return float('inf')
+        return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-6)).item()
+
+    errors = {'out': rel(out, ref), 'out_dtype_ok': out.dtype == dtype,
+              'out_shape_ok': tuple(out.shape) == (batch, inner, height, width)}
+    for name, g, g_ref in zip(GRAD_NAMES, grads, ref_grads):
+        errors[name] = rel(g, g_ref)
+    return errors
+
+
+def _interpreter_worker():
+    """Entry point of the subprocess: print the errors of every interpreter case as JSON."""
+    assert os.environ.get('TRITON_INTERPRET') == '1'
+    from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING, scan_config, ss2d_core_fused
+
+    results = {}
+    for i, (name, case) in enumerate(INTERPRETER_CASES.items()):
+        SCAN_TUNING.update(INTERPRETER_TUNING, min_programs=1 if 'one_segment' in name else 64)
+        results[name] = relative_errors(case, ss2d_core_fused, seed=i)
+        results[name]['config'] = scan_config(case[0], case[1], case[2] * case[3])._asdict()
+    print('RESULTS ' + json.dumps(results))  # noqa: T201 (read by the parent test)
+
+
+def _check(errors, dtype_name):
+    assert errors.pop('out_dtype_ok') and errors.pop('out_shape_ok')
+    errors.pop('config', None)
+    bad = {k: v for k, v in errors.items() if not v <= TOLERANCE[dtype_name]}
+    assert not bad, f'relative errors above {TOLERANCE[dtype_name]}: {bad}'
+
+
+@pytest.fixture(scope='module')
+def interpreted_results():
+    env = dict(os.environ, TRITON_INTERPRET='1')
+    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
+                          timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('RESULTS ')]
+    assert proc.returncode == 0 and lines, f'interpreter worker failed:\n{proc.stderr[-4000:]}'
+    return json.loads(lines[-1][len('RESULTS '):])
+
+
+@pytest.mark.parametrize('name', list(INTERPRETER_CASES))
+def test_fused_core_matches_reference_interpreted(interpreted_results, name):
+    _check(dict(interpreted_results[name]), INTERPRETER_CASES[name][-1])
+
+
+def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
+    configs = {name: r['config'] for name, r in interpreted_results.items()}
+    assert configs['three_chunks_three_segments']['segments'] == 3
+    assert configs['three_chunks_one_segment']['segments'] == 1
+    assert configs['three_chunks_one_segment']['chunks'] == 3
+
+
+def test_fused_core_rejects_state_size_above_one():
+    from mmvmamba.ops.triton.ss2d_core import ss2d_core_fused
+
+    x, params = make_core_inputs(1, 4, 2, 2, 1)
+    params['A_logs'] = torch.zeros(16, 2)
+    params['x_proj_weight'] = torch.zeros(4, 5, 4)
+    with pytest.raises(NotImplementedError, match='N = 1'):
+        ss2d_core_fused(x, *params.values())
+
+
+def test_fused_backend_is_cuda_only():
+    from mmvmamba.ops import dispatch
+
+    ok, reason = dispatch.available_backends('ss2d_core', 'cpu')['fused']
+    assert not ok and 'CUDA' in reason
+    with pytest.raises(RuntimeError, match='unavailable on cpu'):
+        dispatch.resolve('ss2d_core', 'fused', torch.device('cpu'))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('name', list(GPU_CASES))
+def test_fused_core_matches_reference_gpu(name):
+    from mmvmamba.ops.triton.ss2d_core import ss2d_core_fused
+
+    _check(relative_errors(GPU_CASES[name], ss2d_core_fused, device='cuda'), GPU_CASES[name][-1])
+
+
+@pytest.mark.gpu
+def test_fused_core_fresh_inputs_and_poisoned_memory():
+    """Same function on fresh random inputs, with the allocator's memory poisoned first."""
+    from mmvmamba.ops.triton.ss2d_core import ss2d_core_fused
+
+    for seed in range(3):
+        torch.empty(64 << 20, device='cuda').fill_(float('nan'))  # poison freed blocks
+        _check(relative_errors((2, 50, 19, 27, 4, 'fp32'), ss2d_core_fused, 'cuda', seed), 'fp32')
+
+
+@pytest.mark.gpu
+def test_fused_core_compiles_fullgraph():
+    from mmvmamba import ops
+
+    x, params = make_core_inputs(2, 48, 14, 14, 3, device='cuda')
+    x.requires_grad_(True)
+
+    def step(x, params):
+        out = ops.ss2d_core(x, *params.values(), backend='fused')
+        return out.square().sum()
+
+    compiled = torch.compile(step, fullgraph=True)
+    loss = compiled(x, params)
+    loss.backward()
+    eager_x = x.detach().clone().requires_grad_(True)
+    step(eager_x, params).backward()
+    torch.testing.assert_close(loss, step(eager_x.detach(), params), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(x.grad, eager_x.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_backbone_fused_core_matches_reference(dtype):
+    from mmvmamba.models.backbones.vmamba import VMamba
+
+    arch = dict(dims=32, depths=(1, 1, 2, 1), ssm_ratio=2.0, ssm_d_state=1, ssm_dt_rank='auto',
+                ssm_conv=3, ssm_conv_bias=False, mlp_ratio=4.0)
+    torch.manual_seed(0)
+    ref_model = VMamba(arch, drop_path_rate=0.0, core_backend='reference').cuda().eval()
+    fused_model = VMamba(arch, drop_path_rate=0.0, core_backend='fused').cuda().eval()
+    fused_model.load_state_dict(ref_model.state_dict())
+    image = torch.randn(2, 3, 100, 150, device='cuda')
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False), \
+            torch.autocast('cuda', dtype=dtype, enabled=dtype != torch.float32):
+        expected = ref_model(image)
+        got = fused_model(image)
+    tol = TOLERANCE['fp32' if dtype == torch.float32 else 'bf16']
+    for a, b in zip(got, expected):
+        assert a.shape == b.shape
+        err = ((a.double() - b.double()).norm() / b.double().norm()).item()
+        assert err <= tol, f'stage output relative error {err} > {tol}'
+
+
+if __name__ == '__main__':
+    _interpreter_worker()

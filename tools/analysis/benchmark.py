@@ -1,0 +1,321 @@
+"""Benchmark VMamba against timm's Swin-T / ConvNeXt-T on one CUDA GPU; CSV + PNG + env JSON.
+
+Sections (``--sections``, comma separated):
+
+- ``core``: the SS2D core alone (post-activation map -> merged, normalised output), bf16 input,
+  forward and forward+backward, at VMamba-T's four stage shapes (batch 32) and the detection
+  shape (batch 2, 96 ch, 200x320), per ss2d_core backend (``--core-backends``).
+- ``models``: whole classifiers at ``--batch`` x 224: bf16-autocast inference and
+  fp16-autocast training (forward + cross-entropy + backward, no optimizer step) img/s and peak
+  memory, eager.
+- ``compile``: the same under ``torch.compile`` (VMamba with ``fullgraph=True``), compile time
+  recorded.
+- ``resolution``: bf16 inference at batch 32 across 224-1024.
+- ``profile``: torch.profiler's top CUDA kernels of VMamba-T inference and training.
+
+Method (as the issue's anchors): ``torch.randn`` inputs, warm-up then timed iterations each
+bracketed by CUDA events, median reported, img/s = batch / median, peak memory =
+``torch.cuda.max_memory_allocated`` over the timed loop, ``cudnn.benchmark=False``.
+
+Example::
+
+    python tools/analysis/benchmark.py --sections core,models --out work_dirs/bench
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CORE_SHAPES = ((32, 96, 56, 56), (32, 192, 28, 28), (32, 384, 14, 14), (32, 768, 7, 7),
+               (2, 96, 200, 320))
+RESOLUTIONS = (224, 384, 512, 640, 768, 1024)
+FIELDS = ('section', 'model', 'variant', 'mode', 'dtype', 'batch', 'size', 'ms', 'img_per_s',
+          'peak_mib', 'compile_s', 'note')
+
+
+class VMambaClassifier(nn.Module):
+    """VMamba backbone (its ``outnorm3`` is the classifier norm) + average pool + linear head."""
+
+    def __init__(self, arch: str, drop_path_rate: float, num_classes: int = 1000,
+                 core_backend: str | None = None) -> None:
+        super().__init__()
+        from mmvmamba.models.backbones.vmamba import VMamba
+
+        self.backbone = VMamba(arch, out_indices=(3, ), drop_path_rate=drop_path_rate,
+                               core_backend=core_backend)
+        self.head = nn.Linear(self.backbone.dims[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x)[-1].mean(dim=(2, 3)))
+
+
+def build_model(name: str, size: int = 224) -> nn.Module:
+    """``vmamba_{tiny,small,base}`` (published drop-path rates) or a timm model name."""
+    if name.startswith('vmamba_'):
+        arch = name.split('_', 1)[1]
+        rate = {'tiny': 0.2, 'small': 0.3, 'base': 0.6}[arch]
+        return VMambaClassifier(arch, rate)
+    import timm
+
+    kwargs = {'img_size': size} if name.startswith('swin') and size != 224 else {}
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def time_cuda(fn: Callable[[], object], warmup: int, iters: int) -> tuple[float, float]:
+    """Median milliseconds per call and peak MiB over the timed calls."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    events = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        events.append((start, end))
+    torch.cuda.synchronize()
+    ms = statistics.median(s.elapsed_time(e) for s, e in events)
+    return ms, torch.cuda.max_memory_allocated() / 2**20
+
+
+def inference_step(model: nn.Module, batch: int, size: int, dtype: torch.dtype) -> Callable:
+    model.eval()
+    x = torch.randn(batch, 3, size, size, device='cuda')
+
+    def step():
+        with torch.no_grad(), torch.autocast('cuda', dtype=dtype):
+            return model(x)
+    return step
+
+
+def training_step(model: nn.Module, batch: int, size: int, dtype: torch.dtype) -> Callable:
+    model.train()
+    x = torch.randn(batch, 3, size, size, device='cuda')
+    target = torch.randint(0, 1000, (batch, ), device='cuda')
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        with torch.autocast('cuda', dtype=dtype):
+            loss = F.cross_entropy(model(x), target)
+        loss.backward()
+    return step
+
+
+def row(**kw) -> dict:
+    out = dict.fromkeys(FIELDS, '')
+    out.update(kw)
+    return out
+
+
+def report(rows: list[dict], entry: dict) -> None:
+    rows.append(entry)
+    shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in entry.items() if v != ''}
+    print(json.dumps(shown), flush=True)  # noqa: T201 (CLI output)
+
+
+def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int) -> None:
+    from mmvmamba import ops
+
+    for batch, inner, height, width in CORE_SHAPES:
+        rank = math.ceil(inner / 16)
+        gen = torch.Generator(device='cuda').manual_seed(0)
+
+        def randn(*shape, scale=1.0, shift=0.0, gen=gen):
+            return torch.randn(*shape, device='cuda', generator=gen) * scale + shift
+
+        x = F.silu(randn(batch, inner, height, width)).to(torch.bfloat16)
+        params = [randn(4, rank + 2, inner, scale=inner**-0.5),
+                  randn(4, inner, rank, scale=rank**-0.5), randn(4, inner, scale=0.5, shift=-4),
+                  torch.zeros(4 * inner, 1, device='cuda'), torch.ones(4 * inner, device='cuda'),
+                  torch.ones(inner, device='cuda'), torch.zeros(inner, device='cuda')]
+        grad = randn(batch, inner, height, width).to(torch.bfloat16)
+        shape = f'{batch}x{inner}x{height}x{width}'
+        for backend in backends:
+            def forward(backend=backend, x=x, params=params):
+                with torch.no_grad():
+                    return ops.ss2d_core(x, *params, backend=backend)
+
+            leaves = [x.clone().requires_grad_(True)] + [
+                p.clone().requires_grad_(True) for p in params]
+
+            def forward_backward(backend=backend, leaves=leaves, grad=grad):
+                for leaf in leaves:
+                    leaf.grad = None
+                ops.ss2d_core(*leaves, backend=backend).backward(grad)
+
+            for mode, fn in (('fwd', forward), ('fwd+bwd', forward_backward)):
+                ms, peak = time_cuda(fn, warmup, iters)
+                report(rows, row(section='core', model='ss2d_core', variant=backend, mode=mode,
+                                 dtype='bf16', batch=batch, size=shape, ms=ms, peak_mib=peak))
+
+
+def bench_models(rows: list[dict], names: list[str], batch: int, warmup: int, iters: int,
+                 compiled: bool) -> None:
+    for name in names:
+        torch.manual_seed(0)
+        model = build_model(name).cuda()
+        for mode, dtype, make in (('infer', torch.bfloat16, inference_step),
+                                  ('train', torch.float16, training_step)):
+            target = model
+            compile_s = ''
+            if compiled:
+                torch._dynamo.reset()
+                target = torch.compile(model, fullgraph=name.startswith('vmamba_'))
+            step = make(target, batch, 224, dtype)
+            if compiled:
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                step()
+                torch.cuda.synchronize()
+                compile_s = time.perf_counter() - start
+            ms, peak = time_cuda(step, warmup, iters)
+            report(rows, row(section='compile' if compiled else 'models', model=name,
+                             variant='compiled' if compiled else 'eager', mode=mode,
+                             dtype='bf16' if mode == 'infer' else 'fp16-amp', batch=batch,
+                             size=224, ms=ms, img_per_s=batch / ms * 1e3, peak_mib=peak,
+                             compile_s=compile_s))
+        del model
+        torch.cuda.empty_cache()
+
+
+def bench_resolution(rows: list[dict], names: list[str], warmup: int, iters: int) -> None:
+    batch = 32
+    for name in names:
+        for size in RESOLUTIONS:
+            try:
+                model = build_model(name, size).cuda()
+                ms, peak = time_cuda(inference_step(model, batch, size, torch.bfloat16),
+                                     warmup, iters)
+            except Exception as err:  # recorded loudly, the sweep goes on
+                print(f'ERROR {name} at {size}: {err!r}', file=sys.stderr)  # noqa: T201
+                report(rows, row(section='resolution', model=name, size=size, note=repr(err)))
+                continue
+            report(rows, row(section='resolution', model=name, variant='eager', mode='infer',
+                             dtype='bf16', batch=batch, size=size, ms=ms,
+                             img_per_s=batch / ms * 1e3, peak_mib=peak))
+            del model
+            torch.cuda.empty_cache()
+
+
+def profile_vmamba(out_dir: str, batch: int) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    model = build_model('vmamba_tiny').cuda()
+    for mode, dtype, make in (('infer', torch.bfloat16, inference_step),
+                              ('train', torch.float16, training_step)):
+        step = make(model, batch, 224, dtype)
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                step()
+            torch.cuda.synchronize()
+        table = prof.key_averages().table(sort_by='cuda_time_total', row_limit=25,
+                                          max_name_column_width=70)
+        with open(os.path.join(out_dir, f'profile_vmamba_tiny_{mode}.txt'), 'w') as f:
+            f.write(table)
+        print(f'--- profile vmamba_tiny {mode} (5 iterations) ---\n{table}')  # noqa: T201
+
+
+def environment() -> dict:
+    import triton
+
+    env = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+               cuda=torch.version.cuda, triton=triton.__version__, python=platform.python_version(),
+               cudnn=torch.backends.cudnn.version(), date=time.strftime('%Y-%m-%d %H:%M:%S'))
+    try:
+        import timm
+        env['timm'] = timm.__version__
+    except ImportError:
+        env['timm'] = 'not installed'
+    return env
+
+
+def plot(rows: list[dict], path: str, device: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5))
+    for ax, mode in zip(axes[:2], ('infer', 'train')):
+        picked = [r for r in rows if r['section'] in ('models', 'compile') and r['mode'] == mode]
+        labels = [f"{r['model']}\n{r['variant']}" for r in picked]
+        ax.bar(range(len(picked)), [r['img_per_s'] for r in picked])
+        ax.set_xticks(range(len(picked)), labels, rotation=60, fontsize=7)
+        what = 'bf16 inference' if mode == 'infer' else 'fp16-AMP training'
+        ax.set_title(f'{what}, 224x224, img/s ({device})', fontsize=9)
+    ax = axes[2]
+    for name in sorted({r['model'] for r in rows if r['section'] == 'resolution'}):
+        pts = [(r['size'], r['img_per_s']) for r in rows
+               if r['section'] == 'resolution' and r['model'] == name and r['img_per_s'] != '']
+        if pts:
+            ax.plot(*zip(*pts), marker='o', label=name)
+    ax.set_yscale('log')
+    ax.set_xlabel('input size')
+    ax.set_title(f'bf16 inference, batch 32, img/s ({device})', fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--sections', default='core,models')
+    parser.add_argument('--out', default='work_dirs/benchmark')
+    parser.add_argument('--batch', type=int, default=128)
+    parser.add_argument('--models', default='vmamba_tiny,vmamba_small,vmamba_base,'
+                        'swin_tiny_patch4_window7_224,convnext_tiny')
+    parser.add_argument('--compile-models', default='vmamba_tiny')
+    parser.add_argument('--resolution-models',
+                        default='vmamba_tiny,swin_tiny_patch4_window7_224,convnext_tiny')
+    parser.add_argument('--core-backends', default='fused')
+    parser.add_argument('--warmup', type=int, default=10)
+    parser.add_argument('--iters', type=int, default=30)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit('benchmark.py needs a CUDA device')
+    torch.backends.cudnn.benchmark = False
+    os.makedirs(args.out, exist_ok=True)
+    env = environment()
+    print(json.dumps(env))  # noqa: T201 (CLI output)
+    sections = args.sections.split(',')
+    rows: list[dict] = []
+    if 'core' in sections:
+        bench_core(rows, args.core_backends.split(','), args.warmup, args.iters)
+    if 'models' in sections:
+        bench_models(rows, args.models.split(','), args.batch, args.warmup, args.iters, False)
+    if 'resolution' in sections:
+        bench_resolution(rows, args.resolution_models.split(','), max(3, args.warmup // 2),
+                         max(10, args.iters // 2))
+    if 'compile' in sections:
+        bench_models(rows, args.compile_models.split(','), args.batch, args.warmup, args.iters,
+                     True)
+    if 'profile' in sections:
+        profile_vmamba(args.out, args.batch)
+    tag = '_'.join(s for s in sections if s != 'profile') or 'profile'
+    with open(os.path.join(args.out, f'benchmark_{tag}.csv'), 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(os.path.join(args.out, f'environment_{tag}.json'), 'w') as f:
+        json.dump(env, f, indent=1)
+    if any(r['section'] in ('models', 'compile', 'resolution') for r in rows):
+        plot(rows, os.path.join(args.out, f'benchmark_{tag}.png'), env['device'])
+
+
+if __name__ == '__main__':
+    main()
