@@ -31,7 +31,8 @@ def extensions():
     if with_cuda and cpp_extension.CUDA_HOME is None:
         raise RuntimeError('building the CUDA op needs the CUDA toolkit (nvcc); set CUDA_HOME, '
                            'or MMVMAMBA_CUDA_ARCH_LIST=none for a CPU-only build')
-    cxx = ['-O3', '-std=c++20', '-fopenmp']
+    # -fno-trapping-math lets the compiler if-convert and vectorise the branch-free math loops.
+    cxx = ['-O3', '-std=c++20', '-fopenmp', '-fno-trapping-math', '-fno-math-errno']
     if with_cuda:
         os.environ['TORCH_CUDA_ARCH_LIST'] = arch
         ext = cpp_extension.CUDAExtension(

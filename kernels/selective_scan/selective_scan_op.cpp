@@ -1,0 +1,110 @@
+// Registers the selective scan as torch custom ops and defines the Python module mmvmamba._C.
+//
+//   torch.ops.mmvmamba.selective_scan_fwd(u, delta, A, B, C, D?, delta_bias?, delta_softplus)
+//       -> out (B, K*Cg, L) fp32
+//   torch.ops.mmvmamba.selective_scan_bwd(dout, u, delta, A, B, C, D?, delta_bias?,
+//                                         delta_softplus)
+//       -> (du, ddelta, dA, dB, dC, dD, ddelta_bias); dD / ddelta_bias are (K*Cg,) fp32 even
+//          when D / delta_bias are absent (the Python autograd formula drops them then).
+// Autograd and fake (meta) implementations are registered from Python (mmvmamba/ops/compiled.py).
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include "selective_scan.h"
+
+#ifndef MMVMAMBA_CUDA_ARCHS
+#define MMVMAMBA_CUDA_ARCHS ""
+#endif
+
+namespace mmvmamba {
+
+namespace {
+
+bool is_float_type(const at::Tensor& t) {
+  const auto dt = t.scalar_type();
+  return dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16;
+}
+
+void check_vector(const std::optional<at::Tensor>& t, const char* name, int64_t channels,
+                  const at::Tensor& u) {
+  if (!t.has_value()) return;
+  TORCH_CHECK(t->dim() == 1 && t->size(0) == channels, "selective_scan: ", name,
+              " must have shape (K*Cg,) = (", channels, ",), got ", t->sizes());
+  TORCH_CHECK(t->scalar_type() == at::kFloat, "selective_scan: ", name,
+              " must be float32, got ", t->scalar_type());
+  TORCH_CHECK(t->device() == u.device(), "selective_scan: ", name, " is on ", t->device(),
+              " but u is on ", u.device());
+}
+
+}  // namespace
+
+ScanSizes check_scan_args(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                          const at::Tensor& B, const at::Tensor& C,
+                          const std::optional<at::Tensor>& D,
+                          const std::optional<at::Tensor>& delta_bias) {
+  TORCH_CHECK(u.dim() == 3, "selective_scan: u must be (B, K*Cg, L), got shape ", u.sizes());
+  TORCH_CHECK(delta.sizes() == u.sizes(), "selective_scan: delta must have u's shape ",
+              u.sizes(), ", got ", delta.sizes());
+  TORCH_CHECK(B.dim() == 4 && C.sizes() == B.sizes(),
+              "selective_scan: B and C must both be (B, K, N, L), got ", B.sizes(), " and ",
+              C.sizes());
+  const ScanSizes s{u.size(0), u.size(1), u.size(2), B.size(1), B.size(2)};
+  TORCH_CHECK(s.length >= 1, "selective_scan: sequence length L must be >= 1, got ", s.length);
+  TORCH_CHECK(B.size(0) == s.batch && B.size(3) == s.length, "selective_scan: B is ",
+              B.sizes(), " but u is ", u.sizes(), "; expected (", s.batch, ", K, N, ", s.length,
+              ")");
+  TORCH_CHECK(s.groups >= 1 && s.channels % s.groups == 0, "selective_scan: the ", s.channels,
+              " channels of u are not divisible by the K = ", s.groups, " groups of B");
+  TORCH_CHECK(s.state >= 1 && s.state <= kMaxState, "selective_scan: state size N must be in "
+              "[1, ", kMaxState, "], got ", s.state);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == s.channels && A.size(1) == s.state,
+              "selective_scan: A must be (K*Cg, N) = (", s.channels, ", ", s.state, "), got ",
+              A.sizes());
+  TORCH_CHECK(A.scalar_type() == at::kFloat, "selective_scan: A must be float32, got ",
+              A.scalar_type());
+  for (const auto* t : {&u, &delta, &B, &C}) {
+    TORCH_CHECK(is_float_type(*t), "selective_scan: u, delta, B and C must be float32, "
+                "float16 or bfloat16, got ", t->scalar_type());
+    TORCH_CHECK(t->device() == u.device(), "selective_scan: all inputs must be on one device;"
+                " got ", t->device(), " and ", u.device());
+  }
+  TORCH_CHECK(A.device() == u.device(), "selective_scan: A is on ", A.device(), " but u is on ",
+              u.device());
+  check_vector(D, "D", s.channels, u);
+  check_vector(delta_bias, "delta_bias", s.channels, u);
+  return s;
+}
+
+}  // namespace mmvmamba
+
+TORCH_LIBRARY(mmvmamba, m) {
+  m.def("selective_scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, "
+        "Tensor? delta_bias, bool delta_softplus) -> Tensor");
+  m.def("selective_scan_bwd(Tensor dout, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, "
+        "Tensor? D, Tensor? delta_bias, bool delta_softplus) -> (Tensor, Tensor, Tensor, Tensor, "
+        "Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(mmvmamba, CPU, m) {
+  m.impl("selective_scan_fwd", &mmvmamba::selective_scan_fwd_cpu);
+  m.impl("selective_scan_bwd", &mmvmamba::selective_scan_bwd_cpu);
+}
+
+namespace {
+
+bool with_cuda() {
+#ifdef MMVMAMBA_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "mmvmamba's compiled selective-scan op (registers torch.ops.mmvmamba.*)";
+  m.def("with_cuda", &with_cuda, "Whether the CUDA kernels were compiled in.");
+  m.def("cuda_archs", []() { return std::string(MMVMAMBA_CUDA_ARCHS); },
+        "CUDA architectures the kernels were built for ('' for a CPU-only build).");
+}
