@@ -76,8 +76,9 @@ def relative_errors(case, fused_fn, device='cpu', seed=0):
         p.clone().requires_grad_(True) for p in params.values()]
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # exact fp32 convs
         ref = reference.ss2d_core(ref_leaves[0], *ref_leaves[1:], scan_backend='reference')
-    grad = torch.randn(ref.shape, generator=torch.Generator().manual_seed(seed + 1)).to(device)
-    ref_grads = torch.autograd.grad(ref, ref_leaves, grad)
+        grad = torch.randn(ref.shape, generator=torch.Generator().manual_seed(seed + 1))
+        grad = grad.to(device)
+        ref_grads = torch.autograd.grad(ref, ref_leaves, grad)
 
     leaves = [x.clone().requires_grad_(True)] + [
         p.clone().requires_grad_(True) for p in params.values()]

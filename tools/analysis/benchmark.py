@@ -126,8 +126,21 @@ def report(rows: list[dict], entry: dict) -> None:
     print(json.dumps(shown), flush=True)  # noqa: T201 (CLI output)
 
 
-def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int) -> None:
+def parse_tunings(spec: str) -> list[dict]:
+    """``'16:64:4:1024,...'`` -> fused-scan tunings (block_d:block_l:warps:min_programs)."""
+    keys = ('block_d', 'block_l', 'num_warps', 'min_programs')
+    return [dict(zip(keys, map(int, item.split(':')))) for item in spec.split(',') if item]
+
+
+def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
+               tunings: list[dict]) -> None:
     from mmvmamba import ops
+    from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING
+
+    default_tuning = dict(SCAN_TUNING)
+    variants = [(b, None) for b in backends if b != 'fused' or not tunings]
+    if 'fused' in backends:
+        variants += [('fused', t) for t in tunings]
 
     for batch, inner, height, width in CORE_SHAPES:
         rank = math.ceil(inner / 16)
@@ -143,7 +156,12 @@ def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int) -
                   torch.ones(inner, device='cuda'), torch.zeros(inner, device='cuda')]
         grad = randn(batch, inner, height, width).to(torch.bfloat16)
         shape = f'{batch}x{inner}x{height}x{width}'
-        for backend in backends:
+        for backend, tuning in variants:
+            SCAN_TUNING.update(tuning or default_tuning)
+            name = backend if tuning is None else (
+                f"fused[{tuning['block_d']}x{tuning['block_l']},w{tuning['num_warps']},"
+                f"p{tuning['min_programs']}]")
+
             def forward(backend=backend, x=x, params=params):
                 with torch.no_grad():
                     return ops.ss2d_core(x, *params, backend=backend)
@@ -158,8 +176,9 @@ def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int) -
 
             for mode, fn in (('fwd', forward), ('fwd+bwd', forward_backward)):
                 ms, peak = time_cuda(fn, warmup, iters)
-                report(rows, row(section='core', model='ss2d_core', variant=backend, mode=mode,
+                report(rows, row(section='core', model='ss2d_core', variant=name, mode=mode,
                                  dtype='bf16', batch=batch, size=shape, ms=ms, peak_mib=peak))
+    SCAN_TUNING.update(default_tuning)
 
 
 def bench_models(rows: list[dict], names: list[str], batch: int, warmup: int, iters: int,
@@ -224,7 +243,7 @@ def profile_vmamba(out_dir: str, batch: int) -> None:
             for _ in range(5):
                 step()
             torch.cuda.synchronize()
-        table = prof.key_averages().table(sort_by='cuda_time_total', row_limit=25,
+        table = prof.key_averages().table(sort_by='self_device_time_total', row_limit=25,
                                           max_name_column_width=70)
         with open(os.path.join(out_dir, f'profile_vmamba_tiny_{mode}.txt'), 'w') as f:
             f.write(table)
@@ -283,6 +302,8 @@ def main() -> None:
     parser.add_argument('--resolution-models',
                         default='vmamba_tiny,swin_tiny_patch4_window7_224,convnext_tiny')
     parser.add_argument('--core-backends', default='fused')
+    parser.add_argument('--core-tunings', default='',
+                        help='fused-scan tunings to sweep, block_d:block_l:warps:min_programs,...')
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument('--iters', type=int, default=30)
     args = parser.parse_args()
@@ -295,7 +316,8 @@ def main() -> None:
     sections = args.sections.split(',')
     rows: list[dict] = []
     if 'core' in sections:
-        bench_core(rows, args.core_backends.split(','), args.warmup, args.iters)
+        bench_core(rows, args.core_backends.split(','), args.warmup, args.iters,
+                   parse_tunings(args.core_tunings))
     if 'models' in sections:
         bench_models(rows, args.models.split(','), args.batch, args.warmup, args.iters, False)
     if 'resolution' in sections:

@@ -31,9 +31,9 @@ DIRECTIONS = 4
 
 
 #: Tuning knobs of the scan kernels (tests and benchmarks may change them): channels per
-#: program, steps per chunk, warps per program, and the number of programs under which the scan
-#: is split into segments along its length.
-SCAN_TUNING = dict(block_d=16, block_l=64, num_warps=4, min_programs=1024)
+#: program (halved, down to 4, while the grid has fewer than ``min_programs`` programs), steps
+#: per chunk, warps per program; a grid still too small is split into segments along the scan.
+SCAN_TUNING = dict(block_d=16, block_l=64, num_warps=4, min_programs=512)
 
 
 class ScanConfig(NamedTuple):
@@ -54,6 +54,9 @@ def scan_config(batch: int, channels: int, length: int) -> ScanConfig:
     while block_l > 16 and block_l >= 2 * length:
         block_l //= 2
     chunks = triton.cdiv(length, block_l)
+    while block_d > 4 and triton.cdiv(channels, block_d) * batch * DIRECTIONS < SCAN_TUNING[
+            'min_programs']:
+        block_d //= 2
     programs = triton.cdiv(channels, block_d) * batch * DIRECTIONS
     segments = min(chunks, triton.cdiv(SCAN_TUNING['min_programs'], programs))
     per_segment = triton.cdiv(chunks, max(1, segments))
@@ -105,14 +108,13 @@ def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
         seg_state = torch.empty_like(seg_decay)
         grid = (triton.cdiv(inner, cfg.block_d), batch, DIRECTIONS * cfg.segments)
         args = (xf, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner), y,
-                states, seg_decay, seg_state, inner, length, height, width, rank, cfg.chunks,
+                states, seg_decay, seg_state, inner, length, height, width, cfg.chunks,
                 cfg.segments, cfg.chunks_per_segment)
+        meta = dict(R=rank, BD=cfg.block_d, BL=cfg.block_l, num_warps=cfg.num_warps)
         with device_guard(x):
             if cfg.segments > 1:
-                ss2d_scan_fwd_kernel[grid](*args, BD=cfg.block_d, BL=cfg.block_l, SUMMARY=True,
-                                           num_warps=cfg.num_warps)
-            ss2d_scan_fwd_kernel[grid](*args, BD=cfg.block_d, BL=cfg.block_l, SUMMARY=False,
-                                       num_warps=cfg.num_warps)
+                ss2d_scan_fwd_kernel[grid](*args, SUMMARY=True, **meta)
+            ss2d_scan_fwd_kernel[grid](*args, SUMMARY=False, **meta)
         out, mean, rstd = ln2d_forward(y, out_norm_weight, out_norm_bias, eps, x.dtype)
     return out.view(x.shape), proj, y, mean, rstd, states, seg_decay
 
@@ -152,20 +154,24 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         xf = x.contiguous().view(batch, inner, length)
         grad_x = torch.zeros(batch, inner, length, **f32)
         grad_proj = torch.zeros(batch, DIRECTIONS * (rank + 2), length, **f32)
-        grad_wdt = torch.empty(batch, DIRECTIONS, cfg.segments, inner, rank, **f32)
+        grad_z = torch.empty(batch, DIRECTIONS, inner, length, device=x.device, dtype=x.dtype)
         grad_chan = torch.empty(batch, DIRECTIONS, cfg.segments, 3, inner, **f32)
         seg_carry = torch.empty_like(seg_decay)
         wdt, bias, a_coef, ds = _scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner)
         grid = (triton.cdiv(inner, cfg.block_d), batch, DIRECTIONS * cfg.segments)
         args = (xf, proj, wdt, bias, a_coef, ds, grad_y, states, seg_decay, seg_carry, grad_x,
-                grad_proj, grad_wdt, grad_chan, inner, length, height, width, rank, cfg.chunks,
+                grad_z, grad_proj, grad_chan, inner, length, height, width, cfg.chunks,
                 cfg.segments, cfg.chunks_per_segment)
-        meta = dict(BD=cfg.block_d, BL=cfg.block_l, RP=max(16, triton.next_power_of_2(rank)),
-                    num_warps=cfg.num_warps)
+        meta = dict(R=rank, BD=cfg.block_d, BL=cfg.block_l, num_warps=cfg.num_warps)
         with device_guard(x):
             if cfg.segments > 1:
                 ss2d_scan_bwd_kernel[grid](*args, SUMMARY=True, **meta)
             ss2d_scan_bwd_kernel[grid](*args, SUMMARY=False, **meta)
+        # dt projection: delta[b,k] = wdt[k] @ dt_low[b,k], so with gz = d loss / d delta:
+        dt_low = proj.view(batch, DIRECTIONS, rank + 2, length)[:, :, :rank]
+        grad_proj.view(batch, DIRECTIONS, rank + 2, length)[:, :, :rank] += torch.matmul(
+            wdt.transpose(1, 2).to(grad_z.dtype), grad_z).float()
+        grad_wdt = torch.einsum('bkdl,bkrl->kdr', grad_z, dt_low.to(grad_z.dtype)).float()
         w_proj = x_proj_weight.reshape(DIRECTIONS * (rank + 2), inner).float()
         grad_x = torch.baddbmm(grad_x, w_proj.t().expand(batch, -1, -1), grad_proj)
         grad_w_proj = torch.einsum('bjl,bdl->jd', grad_proj, xf.float())
@@ -173,7 +179,7 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         grad_a_logs = (chan[:, 1] * a_coef).reshape(DIRECTIONS * inner, 1)
     return (grad_x.to(x.dtype).view(x.shape),
             grad_w_proj.reshape(x_proj_weight.shape).to(x_proj_weight.dtype),
-            grad_wdt.sum((0, 2)).to(dt_projs_weight.dtype),
+            grad_wdt.to(dt_projs_weight.dtype),
             chan[:, 0].to(dt_projs_bias.dtype).contiguous(),
             grad_a_logs.to(A_logs.dtype),
             chan[:, 2].reshape(DIRECTIONS * inner).to(Ds.dtype),

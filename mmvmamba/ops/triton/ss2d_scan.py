@@ -41,8 +41,11 @@ def _affine_combine(a_left, b_left, a_right, b_right):
 def _positions(k, steps, L, H, W):
     """Row-major map position of scan step ``steps`` in direction ``k``."""
     base = tl.where(k >= 2, L - 1 - steps, steps)
-    col_major = (base % H) * W + base // H
-    return tl.where(k % 2 == 1, col_major, base)
+    if k % 2 == 1:  # uniform per program: only column-major programs pay for the division
+        pos = (base % H) * W + base // H
+    else:
+        pos = base
+    return pos
 
 
 @triton.jit
@@ -54,8 +57,8 @@ def _softplus(z):
 
 
 @triton.jit
-def _chunk_inputs(x_rows, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L, R,
-                  BD: tl.constexpr, BL: tl.constexpr):
+def _chunk_inputs(x_rows, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L,
+                  R: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr):
     """Load one chunk and form its recurrence terms; padding steps get decay 1, drive 0.
 
     Returns ``u, z, dt, decay, drive`` as ``(BD, BL)`` fp32 and ``b_in, c_out`` as ``(BL,)``.
@@ -63,7 +66,7 @@ def _chunk_inputs(x_rows, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok,
     tile_ok = chan_ok[:, None] & step_ok[None, :]
     u = tl.load(x_rows + pos[None, :], mask=tile_ok, other=0.0).to(tl.float32)
     delta = tl.zeros([BD, BL], dtype=tl.float32)
-    for r in range(R):
+    for r in tl.static_range(R):  # unrolled: all R loads in flight at once
         w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
         low_r = tl.load(proj_k + r * L + pos, mask=step_ok, other=0.0).to(tl.float32)
         delta += w_r[:, None] * low_r[None, :]
@@ -84,7 +87,7 @@ def _last_column(tile, cols, BL: tl.constexpr):
 @triton.jit
 def ss2d_scan_fwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_ptr, states_ptr,
                          seg_decay_ptr, seg_state_ptr,
-                         D, L, H, W, R, NCH, NSEG, SEG_CH,
+                         D, L, H, W, NCH, NSEG, SEG_CH, R: tl.constexpr,
                          BD: tl.constexpr, BL: tl.constexpr, SUMMARY: tl.constexpr):
     """Forward; grid ``(cdiv(D, BD), B, 4 * NSEG)``. See the module docstring.
 
@@ -143,17 +146,17 @@ def ss2d_scan_fwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_pt
 @triton.jit
 def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_ptr, states_ptr,
                          seg_decay_ptr, seg_carry_ptr,
-                         gx_ptr, gproj_ptr, gwdt_ptr, gchan_ptr,
-                         D, L, H, W, R, NCH, NSEG, SEG_CH,
-                         BD: tl.constexpr, BL: tl.constexpr, RP: tl.constexpr,
-                         SUMMARY: tl.constexpr):
+                         gx_ptr, gz_ptr, gproj_ptr, gchan_ptr,
+                         D, L, H, W, NCH, NSEG, SEG_CH, R: tl.constexpr,
+                         BD: tl.constexpr, BL: tl.constexpr, SUMMARY: tl.constexpr):
     """Backward of :func:`ss2d_scan_fwd_kernel`, walking each segment's chunks in reverse.
 
     Each chunk's states are recomputed from the saved chunk-entry state. ``SUMMARY=True`` only
     writes each segment's outgoing state gradient from a zero incoming one (``seg_carry``).
-    Otherwise: ``gx (B, D, L)`` and ``gproj (B, K, R+2, L)`` fp32 receive atomic adds (zeroed
-    by the caller); ``gwdt (B, K, NSEG, D, R)`` and ``gchan (B, K, NSEG, 3, D)`` (rows: bias, A,
-    Ds) are per-program partial sums written once.
+    Otherwise: ``gx (B, D, L)`` and rows B, C of ``gproj (B, K, R+2, L)`` (fp32, zeroed by the
+    caller) receive atomic adds; ``gz (B, K, D, L)`` gets the gradient of ``delta + bias`` at
+    row-major positions (the caller turns it into the dt_low and dt-weight gradients with two
+    GEMMs); ``gchan (B, K, NSEG, 3, D)`` (rows: bias, A, Ds) holds per-program partial sums.
     """
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -162,7 +165,6 @@ def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_p
     chans = pid_d * BD + tl.arange(0, BD)
     chan_ok = chans < D
     cols = tl.arange(0, BL)
-    rank_cols = tl.arange(0, RP)
 
     kd = k * D + chans
     bias = tl.load(bias_ptr + kd, mask=chan_ok, other=0.0)
@@ -179,7 +181,6 @@ def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_p
     g_bias = tl.zeros([BD], dtype=tl.float32)
     g_a = tl.zeros([BD], dtype=tl.float32)
     g_skip = tl.zeros([BD], dtype=tl.float32)
-    g_wdt = tl.zeros([BD, RP], dtype=tl.float32)
     carry = tl.zeros([BD], dtype=tl.float32)  # decay[l+1] * grad_h[l+1] from the next chunk
     if not SUMMARY:
         for i in range(NSEG - 1 - seg):  # from the later segments, last first
@@ -196,7 +197,8 @@ def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_p
         tile_ok = chan_ok[:, None] & step_ok[None, :]
         pos = _positions(k, steps, L, H, W)
         u, z, dt, decay, drive, b_in, c_out = _chunk_inputs(
-            x_ptr + row_off, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L, R, BD, BL)
+            x_ptr + row_off, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L, R, BD,
+            BL)
         gy = tl.load(gy_ptr + row_off + pos[None, :], mask=tile_ok, other=0.0)
 
         # grad_h[l] = C[l] * gy[l] + decay[l+1] * grad_h[l+1]: a reverse scan whose coefficient
@@ -226,13 +228,8 @@ def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_p
             g_c = tl.sum(gy * h_all, axis=0)
             tl.atomic_add(gproj_k + R * L + pos, g_b, mask=step_ok, sem='relaxed')
             tl.atomic_add(gproj_k + (R + 1) * L + pos, g_c, mask=step_ok, sem='relaxed')
-            for r in range(R):
-                w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
-                low_r = tl.load(proj_k + r * L + pos, mask=step_ok, other=0.0).to(tl.float32)
-                g_low = tl.sum(g_z * w_r[:, None], axis=0)
-                tl.atomic_add(gproj_k + r * L + pos, g_low, mask=step_ok, sem='relaxed')
-                g_w = tl.sum(g_z * low_r[None, :], axis=1)
-                g_wdt += tl.where(rank_cols[None, :] == r, g_w[:, None], 0.0)
+            gz_rows = gz_ptr + (b * 4 + k) * D * L + chans[:, None].to(tl.int64) * L
+            tl.store(gz_rows + pos[None, :], g_z.to(gz_ptr.dtype.element_ty), mask=tile_ok)
 
     if SUMMARY:
         tl.store(seg_carry_ptr + seg_base + seg * D, carry, mask=chan_ok)
@@ -242,6 +239,3 @@ def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_p
         tl.store(chan_part, g_bias, mask=chan_ok)
         tl.store(chan_part + D, g_a, mask=chan_ok)
         tl.store(chan_part + 2 * D, g_skip, mask=chan_ok)
-        gwdt_rows = gwdt_ptr + (part * D + chans[:, None]).to(tl.int64) * R
-        tl.store(gwdt_rows + rank_cols[None, :], g_wdt,
-                 mask=chan_ok[:, None] & (rank_cols[None, :] < R))
