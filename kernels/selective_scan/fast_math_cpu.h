@@ -71,10 +71,8 @@ MMVMAMBA_ALWAYS_INLINE float fast_softplus(float x) {
   return x > 20.0f ? x : lp;
 }
 
-// d softplus / dx as torch computes it: exp(x) / (exp(x) + 1), 1 above the threshold.
-MMVMAMBA_ALWAYS_INLINE float softplus_grad(float x) {
-  const float ex = fast_exp(x < 20.0f ? x : 20.0f);
-  return x > 20.0f ? 1.0f : ex / (ex + 1.0f);
-}
+// d softplus / dx = sigmoid(x). Torch uses exp(x) / (exp(x) + 1) below its threshold 20 and 1
+// above; 1 / (1 + exp(-x)) is the same function and rounds to exactly 1 above 20.
+MMVMAMBA_ALWAYS_INLINE float softplus_grad(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 
 }  // namespace mmvmamba::cpu

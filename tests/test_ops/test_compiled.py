@@ -1,0 +1,202 @@
+"""The compiled selective-scan op (C++ CPU / CUDA) against the pure-PyTorch reference.
+
+Imports ``mmvmamba._C`` directly: if the op was not built, this module fails (it does not
+skip), so CI notices a missing build.
+"""
+import pytest
+import torch
+from scan_oracle import make_scan_inputs
+
+from mmvmamba import _C, ops  # noqa: F401  (_C: fail loudly when the op is not built)
+from mmvmamba.ops import compiled, reference
+
+NAMES = ('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias')
+LOW = (torch.float16, torch.bfloat16)
+# Output (always fp32, computed in fp32 from the same inputs) and gradient tolerances, relative
+# to the largest magnitude of the reference tensor; gradients of u, delta, B, C are rounded to
+# the input dtype.
+OUT_TOL = {torch.float32: 2e-5, torch.float16: 2e-5, torch.bfloat16: 2e-5}
+GRAD_TOL = {torch.float32: 5e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+CUDA = pytest.param('cuda', marks=[
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')])
+DEVICES = ['cpu', CUDA]
+
+
+def assert_close_scaled(actual, expected, tol, name):
+    """max |actual - expected| <= tol * max |expected| (+ a tiny floor for all-zero tensors)."""
+    actual, expected = actual.double(), expected.double()
+    scale = expected.abs().max().item()
+    err = (actual - expected).abs().max().item()
+    assert err <= tol * scale + 1e-6, f'{name}: max error {err:.3g} vs scale {scale:.3g}'
+
+
+def run_both(args, delta_softplus=True, grad_seed=0):
+    """Output and gradients of the compiled op and of the reference on the same inputs."""
+    results = []
+    grad_out = None
+    for fn in (compiled.selective_scan, reference.selective_scan):
+        leaves = {k: (v.clone().requires_grad_(True) if v is not None else None)
+                  for k, v in args.items()}
+        out = fn(**leaves, delta_softplus=delta_softplus)
+        if grad_out is None:
+            gen = torch.Generator().manual_seed(grad_seed)
+            grad_out = torch.randn(out.shape, generator=gen).to(out.device)
+        out.backward(grad_out)
+        grads = {k: v.grad for k, v in leaves.items() if v is not None}
+        results.append((out, grads))
+    return results
+
+
+def check_against_reference(args, dtype, delta_softplus=True):
+    (out, grads), (ref_out, ref_grads) = run_both(args, delta_softplus)
+    assert out.dtype == torch.float32 and out.shape == args['u'].shape
+    assert_close_scaled(out, ref_out, OUT_TOL[dtype], 'out')
+    for name, ref_grad in ref_grads.items():
+        grad = grads[name]
+        assert grad.dtype == args[name].dtype, f'd{name} dtype {grad.dtype}'
+        assert grad.shape == args[name].shape, f'd{name} shape {tuple(grad.shape)}'
+        assert_close_scaled(grad, ref_grad, GRAD_TOL[dtype], f'd{name}')
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('groups', [1, 4])
+@pytest.mark.parametrize('state', [1, 4, 16])
+@pytest.mark.parametrize('length', [1, 7, 63])
+def test_matches_reference(device, dtype, groups, state, length):
+    args = make_scan_inputs(2, groups, 8, state, length, dtype=dtype, seed=length * state,
+                            device=device)
+    check_against_reference(args, dtype)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('dtype,groups,state', [(torch.float32, 4, 1), (torch.bfloat16, 4, 1),
+                                                (torch.float16, 1, 16), (torch.float32, 4, 4)])
+def test_matches_reference_long(device, dtype, groups, state):
+    args = make_scan_inputs(1, groups, 8, state, 3137, dtype=dtype, seed=7, device=device)
+    check_against_reference(args, dtype)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('per_group', [1, 2, 3, 4, 6, 24])
+def test_channel_tiling(device, per_group):
+    """Channels per group that exercise every tile width of the CPU kernel."""
+    args = make_scan_inputs(3, 4, per_group, 2, 37, seed=per_group, device=device)
+    check_against_reference(args, torch.float32)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('softplus,with_d,with_bias',
+                         [(False, True, True), (True, False, True), (True, True, False),
+                          (False, False, False)])
+def test_optional_arguments(device, softplus, with_d, with_bias):
+    args = make_scan_inputs(2, 4, 8, 4, 50, seed=3, device=device)
+    if not softplus:
+        args['delta'] = args['delta'].abs() * 0.5  # keep dt positive without softplus
+    if not with_d:
+        args['D'] = None
+    if not with_bias:
+        args['delta_bias'] = None
+    check_against_reference(args, torch.float32, delta_softplus=softplus)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_large_delta_takes_softplus_threshold(device):
+    args = make_scan_inputs(1, 4, 8, 2, 20, seed=4, device=device)
+    args['delta'] = args['delta'] * 40  # many values above softplus' threshold of 20
+    check_against_reference(args, torch.float32)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_non_contiguous_inputs(device):
+    dense = make_scan_inputs(2, 4, 8, 4, 33, seed=9, device=device)
+    # Same values, non-contiguous layouts: transposed storage and strided slices.
+    args = dict(dense)
+    args['u'] = dense['u'].transpose(1, 2).contiguous().transpose(1, 2)
+    args['delta'] = torch.zeros(2, 32, 66, device=device)[..., ::2]
+    args['delta'].copy_(dense['delta'])
+    args['B'] = dense['B'].permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    args['C'] = torch.stack([dense['C'], dense['C']], dim=-1)[..., 0]
+    args['A'] = dense['A'].t().contiguous().t()
+    for name in ('u', 'delta', 'B', 'C', 'A'):
+        assert not args[name].is_contiguous(), name
+    out = compiled.selective_scan(**args)
+    torch.testing.assert_close(out, compiled.selective_scan(**dense), rtol=0, atol=0)
+    check_against_reference(args, torch.float32)
+
+
+def test_fixture_matches():
+    import os.path as osp
+    path = osp.join(osp.dirname(__file__), '..', 'data', 'official_small', 'fixture_scan.pt')
+    fixture = torch.load(path)
+    args = fixture['args']
+    out = compiled.selective_scan(**args, delta_softplus=True)
+    torch.testing.assert_close(out, fixture['out_softplus_with_D_bias'], rtol=1e-5, atol=1e-5)
+    out = compiled.selective_scan(args['u'], args['delta'], args['A'], args['B'], args['C'],
+                                  delta_softplus=False)
+    torch.testing.assert_close(out, fixture['out_no_softplus_no_D_no_bias'], rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_opcheck(device):
+    args = make_scan_inputs(2, 4, 2, 2, 9, seed=1, device=device)
+    fwd_args = tuple(args[k] for k in NAMES)
+    for grad in (True, False):
+        call = tuple(a.clone().requires_grad_(grad) for a in fwd_args) + (True,)
+        torch.library.opcheck(torch.ops.mmvmamba.selective_scan_fwd.default, call)
+    no_optional = fwd_args[:5] + (None, None, False)
+    torch.library.opcheck(torch.ops.mmvmamba.selective_scan_fwd.default, no_optional)
+    dout = torch.randn_like(args['u'])
+    torch.library.opcheck(torch.ops.mmvmamba.selective_scan_bwd.default,
+                          (dout,) + fwd_args + (True,))
+
+
+def test_torch_compile_fullgraph_inductor():
+    args = make_scan_inputs(1, 4, 2, 1, 12, seed=2)
+
+    def fn(u, delta):
+        y = ops.selective_scan(u * 2, delta, args['A'], args['B'], args['C'], args['D'],
+                               args['delta_bias'], backend='compiled')
+        return (y.relu() + 1).sum()
+
+    torch._dynamo.reset()
+    compiled_fn = torch.compile(fn, fullgraph=True)
+    leaves = [args['u'].clone().requires_grad_(True), args['delta'].clone().requires_grad_(True)]
+    eager = [args['u'].clone().requires_grad_(True), args['delta'].clone().requires_grad_(True)]
+    loss = compiled_fn(*leaves)
+    loss.backward()
+    eager_loss = fn(*eager)
+    eager_loss.backward()
+    torch.testing.assert_close(loss, eager_loss)
+    for got, want in zip(leaves, eager):
+        torch.testing.assert_close(got.grad, want.grad)
+
+
+@pytest.mark.parametrize('bad,match', [
+    (dict(A=torch.zeros(8, 3)), 'A must be'),
+    (dict(B=torch.zeros(1, 3, 1, 5)), 'not divisible'),
+    (dict(D=torch.zeros(7)), 'D must have shape'),
+    (dict(delta=torch.zeros(1, 8, 4)), "delta must have u's shape"),
+    (dict(A=torch.zeros(8, 1, dtype=torch.float64)), 'A must be float32'),
+])
+def test_bad_arguments_raise(bad, match):
+    args = make_scan_inputs(1, 4, 2, 1, 5)
+    args.update(bad)
+    with pytest.raises(RuntimeError, match=match):
+        compiled.selective_scan(**args)
+
+
+def test_state_size_limit():
+    args = make_scan_inputs(1, 1, 2, 17, 5)
+    with pytest.raises(RuntimeError, match='state size N must be in'):
+        compiled.selective_scan(**args)
+
+
+def test_auto_prefers_compiled_and_reports_library():
+    assert ops.dispatch.resolve_name('selective_scan', 'auto', 'cpu') == 'compiled'
+    assert compiled.library_path().endswith('.so')
+    assert isinstance(compiled.built_cuda_archs(), str)
+    assert compiled.availability(torch.device('cpu')) == (True, '')
