@@ -99,7 +99,8 @@ if ! "$PY" -c "import mmcv, mmcv._ext; assert mmcv.__version__ == '$MMCV_VERSION
 fi
 
 # The rest of the stack, then mmvmamba (editable; builds its C++/CUDA op).
-pip install -q "mmcv==$MMCV_VERSION" $OPENMMLAB_SPEC pycocotools triton pytest ruff matplotlib
+# ftfy and regex: mmseg 1.2.2 imports its CLIP tokenizer (mmseg.utils) unconditionally.
+pip install -q "mmcv==$MMCV_VERSION" $OPENMMLAB_SPEC pycocotools ftfy regex triton pytest ruff matplotlib
 pip install -q --no-build-isolation --no-deps -e "$ROOT"
 
 "$PY" - <<'PY' || die "the installed stack does not work (see the error above)"
