@@ -1,0 +1,160 @@
+"""Checkpoint files: the converter (idempotence, layouts, pickled files) and init_cfg loading.
+
+Uses the small reference fixture (real reference weights) so every file stays a few MB.
+"""
+from __future__ import annotations
+
+import argparse
+from collections import OrderedDict
+
+import pytest
+import torch
+from model_testdata import FIXTURES, load_converter
+
+from mmvmamba.models import VMamba
+from mmvmamba.utils.checkpoint import CheckpointMismatchError
+from mmvmamba.utils.safe_load import UnsafeCheckpointError
+
+
+@pytest.fixture(scope='module')
+def converter():
+    return load_converter()
+
+
+@pytest.fixture(scope='module')
+def sources(tmp_path_factory, fixture_state) -> dict:
+    """The small fixture in each source layout, as files."""
+    tmp = tmp_path_factory.mktemp('sources')
+    extra = torch.load(FIXTURES / 'fixture_small_cls_extra.pt', weights_only=True)
+    classifier = OrderedDict((k, v) for k, v in fixture_state.items()
+                             if not k.startswith('outnorm'))
+    classifier.update({k: v.float() for k, v in extra.items()})
+    ema = OrderedDict((k, v * 0.5) for k, v in classifier.items())
+    files = {
+        'imagenet': {'model': classifier, 'model_ema': ema},
+        'imagenet_4d': {'model': OrderedDict(
+            (k, v[:, :, None, None] if k.endswith(('in_proj.weight', 'out_proj.weight',
+                                                   'fc1.weight', 'fc2.weight')) else v)
+            for k, v in classifier.items())},
+        'mmdet': {'state_dict': OrderedDict(
+            [(f'backbone.{k}', v) for k, v in fixture_state.items()]
+            + [('neck.fpn_convs.0.conv.weight', torch.zeros(8, 8, 3, 3))]),
+            'meta': {'epoch': 12}},
+        'bare': fixture_state,
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = str(tmp / f'{name}.pth')
+        torch.save(content, paths[name])
+    return paths
+
+
+def _same(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for key in a:
+        if isinstance(a[key], dict):
+            if not _same(a[key], b[key]):
+                return False
+        elif isinstance(a[key], torch.Tensor):
+            if not (a[key].dtype == b[key].dtype and torch.equal(a[key], b[key])):
+                return False
+        elif a[key] != b[key]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize('source', ['imagenet', 'imagenet_4d', 'mmdet', 'bare'])
+@pytest.mark.parametrize('to', ['backbone', 'mmpretrain'])
+def test_converter_is_idempotent(converter, sources, tmp_path, source, to):
+    if to == 'mmpretrain' and source in ('mmdet', 'bare'):
+        with pytest.raises(CheckpointMismatchError, match='has no classifier'):
+            converter.convert(sources[source], str(tmp_path / 'x.pth'), to=to)
+        return
+    once, twice = tmp_path / 'once.pth', tmp_path / 'twice.pth'
+    first = converter.convert(sources[source], str(once), to=to)
+    converter.convert(str(once), str(twice), to=to)
+    a = torch.load(once, weights_only=True)
+    b = torch.load(twice, weights_only=True)
+    assert _same(a, b) and _same(a, first)
+    keys = list(a['state_dict'])
+    if to == 'backbone':
+        assert not any(k.startswith('classifier.') for k in keys)
+        has_outnorms = any(k.startswith('outnorm') for k in keys)
+        assert has_outnorms == (source in ('mmdet', 'bare'))
+    else:
+        assert keys[-2:] == ['head.fc.weight', 'head.fc.bias']
+        assert 'backbone.outnorm3.weight' in keys
+        assert all(k.startswith(('backbone.', 'head.fc.')) for k in keys)
+
+
+def test_converter_cli_and_ema(converter, sources, tmp_path, capsys):
+    out = tmp_path / 'ema.pth'
+    converter.main([sources['imagenet'], str(out), '--ema'])
+    assert 'backbone layout' in capsys.readouterr().out
+    state = torch.load(out, weights_only=True)['state_dict']
+    model_state = torch.load(sources['imagenet'], weights_only=True)['model']
+    key = 'layers.0.blocks.0.op.in_proj.weight'
+    assert torch.equal(state[key], model_state[key] * 0.5)
+
+
+def test_old_4d_weights_become_2d(converter, sources, tmp_path):
+    out = converter.convert(sources['imagenet_4d'], str(tmp_path / 'a.pth'))
+    ref = converter.convert(sources['imagenet'], str(tmp_path / 'b.pth'))
+    assert _same(out, ref)
+
+
+def test_pickled_checkpoint_needs_the_explicit_flag(converter, tmp_path, fixture_state):
+    src = tmp_path / 'released.pth'
+    torch.save({'model': fixture_state, 'config': argparse.Namespace(lr=1e-3)}, src)
+    with pytest.raises(UnsafeCheckpointError, match='unsafe-allow-pickle'):
+        converter.convert(str(src), str(tmp_path / 'no.pth'))
+    with pytest.raises(UnsafeCheckpointError):
+        VMamba(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(src))).init_weights()
+    dst = tmp_path / 'yes.pth'
+    converter.main([str(src), str(dst), '--unsafe-allow-pickle'])
+    saved = torch.load(dst, weights_only=True)  # tensors only now
+    assert set(saved) == {'state_dict', 'meta'}
+
+
+@pytest.mark.parametrize('source', ['imagenet', 'imagenet_4d', 'mmdet', 'bare'])
+def test_init_cfg_pretrained_loads_every_layout(sources, small_arch, fixture_state, source):
+    model = VMamba(arch=small_arch, init_cfg=dict(type='Pretrained', checkpoint=sources[source]))
+    model.init_weights()
+    state = model.state_dict()
+    for key, value in fixture_state.items():
+        if key.startswith('outnorm') and source.startswith('imagenet'):
+            fresh = torch.ones_like(value) if key.endswith('weight') else torch.zeros_like(value)
+            assert torch.equal(state[key], fresh), key
+        else:
+            assert torch.equal(state[key], value), key
+
+
+def test_init_cfg_errors(sources, small_arch, tmp_path):
+    missing = str(tmp_path / 'nowhere' / 'ckpt.pth')
+    with pytest.raises(FileNotFoundError, match='nowhere'):
+        VMamba(arch=small_arch, init_cfg=dict(type='Pretrained', checkpoint=missing)).init_weights()
+    with pytest.raises(ValueError, match='takes checkpoint'):
+        VMamba(arch=small_arch, init_cfg=dict(type='Pretrained', checkpoint=sources['bare'],
+                                              strict=False)).init_weights()
+    with pytest.raises(KeyError, match='use_ema'):
+        VMamba(arch=small_arch, init_cfg=dict(type='Pretrained', checkpoint=sources['mmdet'],
+                                              use_ema=True)).init_weights()
+    ema_only = tmp_path / 'ema_only.pth'
+    imagenet = torch.load(sources['imagenet'], weights_only=True)
+    torch.save({'model_ema': imagenet['model_ema']}, ema_only)
+    with pytest.raises(KeyError, match='only model_ema'):
+        VMamba(arch=small_arch, init_cfg=dict(type='Pretrained',
+                                              checkpoint=str(ema_only))).init_weights()
+    # A tiny-size model cannot take the small fixture: every mismatch is listed, nothing loads.
+    with pytest.raises(CheckpointMismatchError, match='shape mismatch'):
+        VMamba(arch='tiny', init_cfg=dict(type='Pretrained',
+                                          checkpoint=sources['mmdet'])).init_weights()
+
+
+def test_unused_out_norms_are_dropped(sources, small_arch, fixture_state):
+    model = VMamba(arch=small_arch, out_indices=(1, 3),
+                   init_cfg=dict(type='Pretrained', checkpoint=sources['mmdet']))
+    model.init_weights()
+    assert torch.equal(model.outnorm1.weight, fixture_state['outnorm1.weight'])
+    assert not hasattr(model, 'outnorm0')
