@@ -94,7 +94,9 @@ def test_channel_tiling(device, per_group):
 def test_optional_arguments(device, softplus, with_d, with_bias):
     args = make_scan_inputs(2, 4, 8, 4, 50, seed=3, device=device)
     if not softplus:
-        args['delta'] = args['delta'].abs() * 0.5  # keep dt positive without softplus
+        # Keep dt positive without softplus, or the state grows without bound.
+        args['delta'] = args['delta'].abs() * 0.5
+        args['delta_bias'] = args['delta_bias'].abs()
     if not with_d:
         args['D'] = None
     if not with_bias:
@@ -154,16 +156,31 @@ def test_opcheck(device):
                           (dout,) + fwd_args + (True,))
 
 
-def test_torch_compile_fullgraph_inductor():
-    args = make_scan_inputs(1, 4, 2, 1, 12, seed=2)
-
+def _scan_loss_fn(args):
     def fn(u, delta):
         y = ops.selective_scan(u * 2, delta, args['A'], args['B'], args['C'], args['D'],
                                args['delta_bias'], backend='compiled')
         return (y.relu() + 1).sum()
+    return fn
 
+
+def test_torch_compile_inductor_forward():
+    """Inductor (C++ codegen on CPU) compiles a graph around the op in one piece."""
+    args = make_scan_inputs(1, 4, 2, 1, 12, seed=2)
+    fn = _scan_loss_fn(args)
     torch._dynamo.reset()
     compiled_fn = torch.compile(fn, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled_fn(args['u'], args['delta']),
+                                   fn(args['u'], args['delta']))
+
+
+def test_torch_compile_training_graph():
+    """AOTAutograd traces forward and backward through the fake and autograd registrations."""
+    args = make_scan_inputs(1, 4, 2, 1, 12, seed=2)
+    fn = _scan_loss_fn(args)
+    torch._dynamo.reset()
+    compiled_fn = torch.compile(fn, fullgraph=True, backend='aot_eager')
     leaves = [args['u'].clone().requires_grad_(True), args['delta'].clone().requires_grad_(True)]
     eager = [args['u'].clone().requires_grad_(True), args['delta'].clone().requires_grad_(True)]
     loss = compiled_fn(*leaves)
@@ -177,7 +194,8 @@ def test_torch_compile_fullgraph_inductor():
 
 @pytest.mark.parametrize('bad,match', [
     (dict(A=torch.zeros(8, 3)), 'A must be'),
-    (dict(B=torch.zeros(1, 3, 1, 5)), 'not divisible'),
+    (dict(B=torch.zeros(1, 3, 1, 5), C=torch.zeros(1, 3, 1, 5)), 'not divisible'),
+    (dict(C=torch.zeros(1, 4, 1, 6)), 'B and C must both'),
     (dict(D=torch.zeros(7)), 'D must have shape'),
     (dict(delta=torch.zeros(1, 8, 4)), "delta must have u's shape"),
     (dict(A=torch.zeros(8, 1, dtype=torch.float64)), 'A must be float32'),

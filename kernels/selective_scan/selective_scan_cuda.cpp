@@ -1,0 +1,148 @@
+// Host side of the CUDA selective scan: argument preparation and TORCH_LIBRARY_IMPL(CUDA).
+// Compiled only into CUDA builds (MMVMAMBA_WITH_CUDA).
+#ifdef MMVMAMBA_WITH_CUDA
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <cstdint>
+
+#include "selective_scan.h"
+#include "selective_scan_cuda.cuh"
+
+namespace mmvmamba {
+namespace {
+
+int dtype_code(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return cuda::kF32;
+    case at::kHalf: return cuda::kF16;
+    case at::kBFloat16: return cuda::kBF16;
+    default: TORCH_CHECK(false, "selective_scan (CUDA): unsupported dtype ", t);
+  }
+}
+
+bool aligned16(const at::Tensor& t) {
+  return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0;
+}
+
+// Contiguous inputs in the dtypes the kernels take: u and delta share one dtype (else both
+// fp32); B and C share u's dtype or are both fp32.
+struct CudaInputs {
+  ScanSizes s;
+  at::Tensor u, delta, A, B, C, D, bias;
+  int in_dtype, bc_dtype;
+
+  CudaInputs(const at::Tensor& u_, const at::Tensor& delta_, const at::Tensor& A_,
+             const at::Tensor& B_, const at::Tensor& C_, const std::optional<at::Tensor>& D_,
+             const std::optional<at::Tensor>& bias_)
+      : s(check_scan_args(u_, delta_, A_, B_, C_, D_, bias_)) {
+    const at::ScalarType in_t =
+        u_.scalar_type() == delta_.scalar_type() ? u_.scalar_type() : at::kFloat;
+    const at::ScalarType bc_t =
+        (B_.scalar_type() == in_t && C_.scalar_type() == in_t) ? in_t : at::kFloat;
+    u = u_.to(in_t).contiguous();
+    delta = delta_.to(in_t).contiguous();
+    B = B_.to(bc_t).contiguous();
+    C = C_.to(bc_t).contiguous();
+    A = A_.contiguous();
+    if (D_.has_value()) D = D_->contiguous();
+    if (bias_.has_value()) bias = bias_->contiguous();
+    in_dtype = dtype_code(in_t);
+    bc_dtype = dtype_code(bc_t);
+  }
+
+  cuda::ScanParams params() const {
+    cuda::ScanParams p{};
+    p.u = u.data_ptr();
+    p.delta = delta.data_ptr();
+    p.A = A.data_ptr<float>();
+    p.B = B.data_ptr();
+    p.C = C.data_ptr();
+    p.D = D.defined() ? D.data_ptr<float>() : nullptr;
+    p.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
+    p.batch = s.batch;
+    p.channels = s.channels;
+    p.length = s.length;
+    p.groups = s.groups;
+    p.state = s.state;
+    p.per_group = s.channels / s.groups;
+    p.vec_ok = s.length % cuda::kItems == 0 && aligned16(u) && aligned16(delta) &&
+               aligned16(B) && aligned16(C);
+    p.num_chunks = cuda::chunk_count(s.length);
+    return p;
+  }
+};
+
+at::Tensor selective_scan_fwd_cuda(const at::Tensor& u, const at::Tensor& delta,
+                                   const at::Tensor& A, const at::Tensor& B,
+                                   const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                   const std::optional<at::Tensor>& delta_bias,
+                                   bool delta_softplus) {
+  const c10::cuda::CUDAGuard guard(u.device());
+  const CudaInputs in(u, delta, A, B, C, D, delta_bias);
+  at::Tensor out = at::empty({in.s.batch, in.s.channels, in.s.length},
+                             u.options().dtype(at::kFloat));
+  cuda::ScanParams p = in.params();
+  p.softplus = delta_softplus;
+  p.out = out.data_ptr<float>();
+  cuda::launch_scan_fwd(p, in.in_dtype, in.bc_dtype, at::cuda::getCurrentCUDAStream());
+  return out;
+}
+
+ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const at::Tensor& u,
+                                  const at::Tensor& delta, const at::Tensor& A,
+                                  const at::Tensor& B, const at::Tensor& C,
+                                  const std::optional<at::Tensor>& D,
+                                  const std::optional<at::Tensor>& delta_bias,
+                                  bool delta_softplus) {
+  const c10::cuda::CUDAGuard guard(u.device());
+  const CudaInputs in(u, delta, A, B, C, D, delta_bias);
+  TORCH_CHECK(dout.sizes() == u.sizes(), "selective_scan_bwd: dout has shape ", dout.sizes(),
+              ", expected the output shape ", u.sizes());
+  const ScanSizes& s = in.s;
+  const at::Tensor gy = dout.to(at::kFloat).contiguous();
+  const auto f32 = u.options().dtype(at::kFloat);
+  at::Tensor du = at::empty({s.batch, s.channels, s.length}, in.u.options());
+  at::Tensor ddelta = at::empty({s.batch, s.channels, s.length}, in.u.options());
+  at::Tensor dA = at::zeros({s.channels, s.state}, f32);
+  at::Tensor dB = at::zeros({s.batch, s.groups, s.state, s.length}, f32);
+  at::Tensor dC = at::zeros({s.batch, s.groups, s.state, s.length}, f32);
+  at::Tensor dD = at::zeros({s.channels}, f32);
+  at::Tensor dbias = at::zeros({s.channels}, f32);
+  const int64_t rows = s.batch * s.channels;
+  cuda::ScanParams p = in.params();
+  at::Tensor chunk_states = at::empty({s.state, rows, p.num_chunks}, f32);
+  at::Tensor du_acc, ddt_acc;
+  if (s.state > 1) {
+    du_acc = at::empty({rows, s.length}, f32);
+    ddt_acc = at::empty({rows, s.length}, f32);
+  }
+  p.softplus = delta_softplus;
+  p.vec_ok = p.vec_ok && aligned16(gy);
+  p.dout = gy.data_ptr<float>();
+  p.du = du.data_ptr();
+  p.ddelta = ddelta.data_ptr();
+  p.dA = dA.data_ptr<float>();
+  p.dB = dB.data_ptr<float>();
+  p.dC = dC.data_ptr<float>();
+  p.dD = dD.data_ptr<float>();
+  p.dbias = dbias.data_ptr<float>();
+  p.chunk_states = chunk_states.data_ptr<float>();
+  p.du_acc = du_acc.defined() ? du_acc.data_ptr<float>() : nullptr;
+  p.ddt_acc = ddt_acc.defined() ? ddt_acc.data_ptr<float>() : nullptr;
+  cuda::launch_scan_bwd(p, in.in_dtype, in.bc_dtype, at::cuda::getCurrentCUDAStream());
+  return {du.to(u.scalar_type()), ddelta.to(delta.scalar_type()), dA,
+          dB.to(B.scalar_type()), dC.to(C.scalar_type()), dD, dbias};
+}
+
+}  // namespace
+}  // namespace mmvmamba
+
+TORCH_LIBRARY_IMPL(mmvmamba, CUDA, m) {
+  m.impl("selective_scan_fwd", &mmvmamba::selective_scan_fwd_cuda);
+  m.impl("selective_scan_bwd", &mmvmamba::selective_scan_bwd_cuda);
+}
+
+#endif  // MMVMAMBA_WITH_CUDA
