@@ -13,12 +13,13 @@ two kinds of files apart:
     duration of that one load. Nothing that can call a function or import a module is allowed.
 (b) **Third-party weights** (released VMamba checkpoints, the backbone's
     ``init_cfg=dict(type='Pretrained')``, ``tools/model_converters``): :func:`load_third_party`
-    loads with ``weights_only=True`` and torch's own allowlist only (tensors, containers, numbers, strings). A file holding any other
-    pickled object is refused with an :class:`UnsafeCheckpointError` that says what it holds and
-    what to do. The one documented way to read such a file (for example a released ImageNet
-    checkpoint that embeds its yacs training config) is
-    ``tools/model_converters/vmamba2mmvmamba.py SRC DST --unsafe-allow-pickle``, for files you
-    trust: it writes a tensors-only copy that loads safely from then on.
+    loads with ``weights_only=True`` and torch's own allowlist only (tensors, containers,
+    numbers, strings). A file holding any other pickled object is refused with an
+    :class:`UnsafeCheckpointError` that says what it holds and what to do. The one documented
+    way to read such a file (for example a released ImageNet checkpoint that embeds its yacs
+    training config) is ``tools/model_converters/vmamba2mmvmamba.py SRC DST
+    --unsafe-allow-pickle``, for files you trust: it writes a tensors-only copy that loads
+    safely from then on.
 """
 from __future__ import annotations
 
