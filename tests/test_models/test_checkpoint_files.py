@@ -104,13 +104,15 @@ def test_old_4d_weights_become_2d(converter, sources, tmp_path):
     assert _same(out, ref)
 
 
-def test_pickled_checkpoint_needs_the_explicit_flag(converter, tmp_path, fixture_state):
+def test_pickled_checkpoint_needs_the_explicit_flag(converter, tmp_path, fixture_state,
+                                                    small_arch):
     src = tmp_path / 'released.pth'
     torch.save({'model': fixture_state, 'config': argparse.Namespace(lr=1e-3)}, src)
     with pytest.raises(UnsafeCheckpointError, match='unsafe-allow-pickle'):
         converter.convert(str(src), str(tmp_path / 'no.pth'))
     with pytest.raises(UnsafeCheckpointError):
-        VMamba(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(src))).init_weights()
+        VMamba(arch=small_arch, init_cfg=dict(type='Pretrained',
+                                              checkpoint=str(src))).init_weights()
     dst = tmp_path / 'yes.pth'
     converter.main([str(src), str(dst), '--unsafe-allow-pickle'])
     saved = torch.load(dst, weights_only=True)  # tensors only now
@@ -146,10 +148,15 @@ def test_init_cfg_errors(sources, small_arch, tmp_path):
     with pytest.raises(KeyError, match='only model_ema'):
         VMamba(arch=small_arch, init_cfg=dict(type='Pretrained',
                                               checkpoint=str(ema_only))).init_weights()
-    # A tiny-size model cannot take the small fixture: every mismatch is listed, nothing loads.
-    with pytest.raises(CheckpointMismatchError, match='shape mismatch'):
-        VMamba(arch='tiny', init_cfg=dict(type='Pretrained',
-                                          checkpoint=sources['mmdet'])).init_weights()
+    # Another width cannot take the fixture: the mismatches are listed, nothing loads.
+    other = VMamba(arch={**small_arch, 'ssm_ratio': 1.0},
+                   init_cfg=dict(type='Pretrained', checkpoint=sources['mmdet']))
+    before = other.state_dict()['patch_embed.0.weight'].clone()
+    with pytest.raises(CheckpointMismatchError, match='shape mismatch') as info:
+        other.init_weights()
+    assert 'layers.0.blocks.0.op.in_proj.weight: checkpoint (64, 32) vs model (32, 32)' in str(
+        info.value)
+    assert torch.equal(other.state_dict()['patch_embed.0.weight'], before)
 
 
 def test_unused_out_norms_are_dropped(sources, small_arch, fixture_state):
