@@ -181,3 +181,24 @@ def test_bad_arguments(kwargs, match):
 def test_bad_arch_fields(small_arch, change, match):
     with pytest.raises(ValueError, match=match):
         VMamba(arch={**small_arch, **change})
+
+
+def test_autocast_bf16_follows_fp32(small_arch, fixture_state, fixture_inputs, fixture_outputs):
+    model = VMamba(arch=small_arch, drop_path_rate=0.0).eval()
+    model.load_state_dict(fixture_state)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(fixture_inputs['even'])
+    for out, ref in zip(outs, fixture_outputs['backbone']):
+        assert torch.isfinite(out).all()
+        # bf16 has 8 mantissa bits; the maps are O(1) with maxima ~4.
+        assert (out.float() - ref).abs().max() < 0.1
+
+
+def test_compiles_without_graph_breaks(small_arch):
+    """Dynamo captures the whole training forward (drop path and checkpointing included)."""
+    torch._dynamo.reset()
+    model = VMamba(arch=small_arch, drop_path_rate=0.2, with_cp=True).train()
+    compiled = torch.compile(model, backend='eager', fullgraph=True)
+    outs = compiled(torch.randn(1, 3, 32, 32))
+    sum(o.sum() for o in outs).backward()
+    assert model.patch_embed[0].weight.grad is not None
