@@ -18,7 +18,7 @@ image_scale = (160, 128)  # (W, H): the toy images' own size
 
 model = dict(
     backbone=dict(
-        arch=dict(dims=32, depths=(1, 1, 2, 1), ssm_ratio=2.0, ssm_d_state=1,
+        arch=dict(_delete_=True, dims=32, depths=(1, 1, 2, 1), ssm_ratio=2.0, ssm_d_state=1,
                   ssm_dt_rank='auto', ssm_conv=3, ssm_conv_bias=False, mlp_ratio=4.0),
         drop_path_rate=0.1,
         init_cfg=None),
