@@ -21,16 +21,23 @@ DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 # inputs, the projection and the output).
 TOLERANCE = {'fp32': 1e-4, 'fp16': 1e-2, 'bf16': 3e-2}
 
-# name: (batch, Din, H, W, dt rank, dtype). The interpreter runs with small blocks (4 channels,
-# 16 steps) so that tiny maps still span several channel blocks, chunks and segments.
-INTERPRETER_TUNING = dict(block_d=4, block_l=16, num_warps=4, min_programs=64)
+# name: (batch, Din, H, W, dt rank, dtype, tuning). The interpreter runs with the smallest
+# blocks (4 or 16 channels, 16 steps) so that tiny maps still span several channel blocks, chunks
+# and segments; both dt-projection paths (unrolled FMAs, tensor-core dot) are covered.
+TUNINGS = {
+    'fma': dict(block_d=4, block_l=16, num_warps=4, min_programs=64, dt_dot=False),
+    'fma_one_segment': dict(block_d=4, block_l=16, num_warps=4, min_programs=1, dt_dot=False),
+    'dot': dict(block_d=16, block_l=16, num_warps=4, min_programs=64, dt_dot=True),
+}
 INTERPRETER_CASES = {
-    'odd_channels_nonsquare': (2, 5, 3, 4, 2, 'fp32'),
-    'three_chunks_three_segments': (1, 6, 5, 7, 3, 'fp32'),
-    'three_chunks_one_segment': (1, 6, 7, 5, 3, 'fp32'),
-    'one_pixel': (1, 3, 1, 1, 1, 'fp32'),
-    'one_row': (1, 4, 1, 7, 2, 'fp32'),
-    'bf16_input': (2, 5, 3, 4, 2, 'bf16'),
+    'odd_channels_nonsquare': (2, 5, 3, 4, 2, 'fp32', 'fma'),
+    'three_chunks_three_segments': (1, 6, 5, 7, 3, 'fp32', 'fma'),
+    'three_chunks_one_segment': (1, 6, 7, 5, 3, 'fp32', 'fma_one_segment'),
+    'one_pixel': (1, 3, 1, 1, 1, 'fp32', 'fma'),
+    'one_row': (1, 4, 1, 7, 2, 'fp32', 'fma'),
+    'bf16_input': (2, 5, 3, 4, 2, 'bf16', 'fma'),
+    'dot_two_channel_blocks_segments': (1, 18, 5, 7, 3, 'fp32', 'dot'),
+    'dot_bf16_input': (2, 5, 3, 4, 2, 'bf16', 'dot'),
 }
 GPU_CASES = {
     'stage1_like': (2, 96, 56, 56, 6, 'fp32'),
@@ -104,8 +111,8 @@ def _interpreter_worker():
 
     results = {}
     for i, (name, case) in enumerate(INTERPRETER_CASES.items()):
-        SCAN_TUNING.update(INTERPRETER_TUNING, min_programs=1 if 'one_segment' in name else 64)
-        results[name] = relative_errors(case, ss2d_core_fused, seed=i)
+        SCAN_TUNING.update(TUNINGS[case[-1]])
+        results[name] = relative_errors(case[:-1], ss2d_core_fused, seed=i)
         results[name]['config'] = scan_config(case[0], case[1], case[2] * case[3])._asdict()
     print('RESULTS ' + json.dumps(results))  # noqa: T201 (read by the parent test)
 
@@ -129,7 +136,7 @@ def interpreted_results():
 
 @pytest.mark.parametrize('name', list(INTERPRETER_CASES))
 def test_fused_core_matches_reference_interpreted(interpreted_results, name):
-    _check(dict(interpreted_results[name]), INTERPRETER_CASES[name][-1])
+    _check(dict(interpreted_results[name]), INTERPRETER_CASES[name][5])
 
 
 def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
@@ -137,6 +144,8 @@ def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
     assert configs['three_chunks_three_segments']['segments'] == 3
     assert configs['three_chunks_one_segment']['segments'] == 1
     assert configs['three_chunks_one_segment']['chunks'] == 3
+    dot = configs['dot_two_channel_blocks_segments']
+    assert dot['dt_dot'] and dot['segments'] > 1 and dot['block_d'] == 16
 
 
 def test_fused_core_rejects_state_size_above_one():
@@ -158,16 +167,29 @@ def test_fused_backend_is_cuda_only():
         dispatch.resolve('ss2d_core', 'fused', torch.device('cpu'))
 
 
+@pytest.fixture(params=['default', 'dot16x64w8'])
+def gpu_tuning(request):
+    """Run a GPU test with the default scan tuning and with the tensor-core dt projection."""
+    from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING
+
+    saved = dict(SCAN_TUNING)
+    if request.param == 'dot16x64w8':
+        SCAN_TUNING.update(block_d=16, block_l=64, num_warps=8, dt_dot=True)
+    yield request.param
+    SCAN_TUNING.clear()
+    SCAN_TUNING.update(saved)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize('name', list(GPU_CASES))
-def test_fused_core_matches_reference_gpu(name):
+def test_fused_core_matches_reference_gpu(name, gpu_tuning):
     from mmvmamba.ops.triton.ss2d_core import ss2d_core_fused
 
     _check(relative_errors(GPU_CASES[name], ss2d_core_fused, device='cuda'), GPU_CASES[name][-1])
 
 
 @pytest.mark.gpu
-def test_fused_core_fresh_inputs_and_poisoned_memory():
+def test_fused_core_fresh_inputs_and_poisoned_memory(gpu_tuning):
     """Same function on fresh random inputs, with the allocator's memory poisoned first."""
     from mmvmamba.ops.triton.ss2d_core import ss2d_core_fused
 

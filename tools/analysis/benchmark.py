@@ -127,9 +127,17 @@ def report(rows: list[dict], entry: dict) -> None:
 
 
 def parse_tunings(spec: str) -> list[dict]:
-    """``'16:64:4:1024,...'`` -> fused-scan tunings (block_d:block_l:warps:min_programs)."""
-    keys = ('block_d', 'block_l', 'num_warps', 'min_programs')
-    return [dict(zip(keys, map(int, item.split(':')))) for item in spec.split(',') if item]
+    """``'4:256:4:512:0,16:64:8:512:1'`` -> fused-scan tunings.
+
+    Fields: block_d:block_l:num_warps:min_programs[:dt_dot] (see ``SCAN_TUNING``).
+    """
+    keys = ('block_d', 'block_l', 'num_warps', 'min_programs', 'dt_dot')
+    tunings = []
+    for item in filter(None, spec.split(',')):
+        tuning = dict(zip(keys, map(int, item.split(':'))))
+        tuning['dt_dot'] = bool(tuning.get('dt_dot', 0))
+        tunings.append(tuning)
+    return tunings
 
 
 def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
@@ -160,7 +168,7 @@ def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
             SCAN_TUNING.update(tuning or default_tuning)
             name = backend if tuning is None else (
                 f"fused[{tuning['block_d']}x{tuning['block_l']},w{tuning['num_warps']},"
-                f"p{tuning['min_programs']}]")
+                f"p{tuning['min_programs']}{',dot' if tuning['dt_dot'] else ''}]")
 
             def forward(backend=backend, x=x, params=params):
                 with torch.no_grad():
@@ -303,7 +311,8 @@ def main() -> None:
                         default='vmamba_tiny,swin_tiny_patch4_window7_224,convnext_tiny')
     parser.add_argument('--core-backends', default='fused')
     parser.add_argument('--core-tunings', default='',
-                        help='fused-scan tunings to sweep, block_d:block_l:warps:min_programs,...')
+                        help='fused-scan tunings to sweep: '
+                        'block_d:block_l:warps:min_programs[:dt_dot],...')
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument('--iters', type=int, default=30)
     args = parser.parse_args()

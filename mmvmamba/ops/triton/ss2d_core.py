@@ -31,9 +31,12 @@ DIRECTIONS = 4
 
 
 #: Tuning knobs of the scan kernels (tests and benchmarks may change them): channels per
-#: program (halved, down to 4, while the grid has fewer than ``min_programs`` programs), steps
-#: per chunk, warps per program; a grid still too small is split into segments along the scan.
-SCAN_TUNING = dict(block_d=16, block_l=64, num_warps=4, min_programs=512)
+#: program (halved, down to 4, or 16 with ``dt_dot``, while the grid has fewer than
+#: ``min_programs`` programs), steps per chunk, warps per program; a grid still too small is
+#: split into segments along the scan. ``dt_dot`` computes the dt projection with a tensor-core
+#: dot instead of unrolled FMAs (see :func:`~.ss2d_scan._dt_projection`). The defaults were the
+#: fastest of a sweep on an H100 (docs/benchmarks.md).
+SCAN_TUNING = dict(block_d=4, block_l=256, num_warps=4, min_programs=512, dt_dot=False)
 
 
 class ScanConfig(NamedTuple):
@@ -45,23 +48,36 @@ class ScanConfig(NamedTuple):
     segments: int
     chunks_per_segment: int
     num_warps: int
+    dt_dot: bool
 
 
 def scan_config(batch: int, channels: int, length: int) -> ScanConfig:
     """Pick block sizes and the segment split for ``(B, D, L)`` (see :data:`SCAN_TUNING`)."""
     block_d = SCAN_TUNING['block_d']
     block_l = SCAN_TUNING['block_l']
+    dt_dot = bool(SCAN_TUNING.get('dt_dot', False))
+    smallest = 16 if dt_dot else 4
+    if block_d < smallest or block_l < 16:
+        raise ValueError(f'SCAN_TUNING: block_d must be >= {smallest} and block_l >= 16, got '
+                         f'{block_d} and {block_l}')
     while block_l > 16 and block_l >= 2 * length:
         block_l //= 2
     chunks = triton.cdiv(length, block_l)
-    while block_d > 4 and triton.cdiv(channels, block_d) * batch * DIRECTIONS < SCAN_TUNING[
+    while block_d > smallest and triton.cdiv(channels, block_d) * batch * DIRECTIONS < SCAN_TUNING[
             'min_programs']:
         block_d //= 2
     programs = triton.cdiv(channels, block_d) * batch * DIRECTIONS
     segments = min(chunks, triton.cdiv(SCAN_TUNING['min_programs'], programs))
     per_segment = triton.cdiv(chunks, max(1, segments))
     segments = triton.cdiv(chunks, per_segment)
-    return ScanConfig(block_d, block_l, chunks, segments, per_segment, SCAN_TUNING['num_warps'])
+    return ScanConfig(block_d, block_l, chunks, segments, per_segment, SCAN_TUNING['num_warps'],
+                      dt_dot)
+
+
+def _meta(cfg: ScanConfig, rank: int) -> dict:
+    """Compile-time arguments of the scan kernels."""
+    return dict(R=rank, RP=max(16, triton.next_power_of_2(rank)), BD=cfg.block_d,
+                BL=cfg.block_l, DT_DOT=cfg.dt_dot, num_warps=cfg.num_warps)
 
 
 def _check(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A_logs: Tensor) -> int:
@@ -110,7 +126,7 @@ def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
         args = (xf, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner), y,
                 states, seg_decay, seg_state, inner, length, height, width, cfg.chunks,
                 cfg.segments, cfg.chunks_per_segment)
-        meta = dict(R=rank, BD=cfg.block_d, BL=cfg.block_l, num_warps=cfg.num_warps)
+        meta = _meta(cfg, rank)
         with device_guard(x):
             if cfg.segments > 1:
                 ss2d_scan_fwd_kernel[grid](*args, SUMMARY=True, **meta)
@@ -162,7 +178,7 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         args = (xf, proj, wdt, bias, a_coef, ds, grad_y, states, seg_decay, seg_carry, grad_x,
                 grad_z, grad_proj, grad_chan, inner, length, height, width, cfg.chunks,
                 cfg.segments, cfg.chunks_per_segment)
-        meta = dict(R=rank, BD=cfg.block_d, BL=cfg.block_l, num_warps=cfg.num_warps)
+        meta = _meta(cfg, rank)
         with device_guard(x):
             if cfg.segments > 1:
                 ss2d_scan_bwd_kernel[grid](*args, SUMMARY=True, **meta)

@@ -57,19 +57,40 @@ def _softplus(z):
 
 
 @triton.jit
-def _chunk_inputs(x_rows, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L,
-                  R: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr):
+def _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, L, R: tl.constexpr,
+                   RP: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr):
+    """``delta = wdt @ dt_low`` for one chunk: ``(BD, BL)`` fp32.
+
+    ``DT_DOT``: one tensor-core dot in 3xTF32 (fp32-accurate; needs ``BD >= 16``). Otherwise
+    ``R`` unrolled broadcast FMAs (all loads in flight at once; register-hungry for large R).
+    """
+    if DT_DOT:
+        ranks = tl.arange(0, RP)
+        w_dt = tl.load(wdt_rows[:, None] + ranks[None, :],
+                       mask=chan_ok[:, None] & (ranks[None, :] < R), other=0.0)
+        low = tl.load(proj_k + ranks[:, None] * L + pos[None, :],
+                      mask=(ranks[:, None] < R) & step_ok[None, :], other=0.0).to(tl.float32)
+        delta = tl.dot(w_dt, low, input_precision='tf32x3')
+    else:
+        delta = tl.zeros([BD, BL], dtype=tl.float32)
+        for r in tl.static_range(R):
+            w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
+            low_r = tl.load(proj_k + r * L + pos, mask=step_ok, other=0.0).to(tl.float32)
+            delta += w_r[:, None] * low_r[None, :]
+    return delta
+
+
+@triton.jit
+def _chunk_inputs(x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L,
+                  R: tl.constexpr, RP: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr,
+                  DT_DOT: tl.constexpr):
     """Load one chunk and form its recurrence terms; padding steps get decay 1, drive 0.
 
     Returns ``u, z, dt, decay, drive`` as ``(BD, BL)`` fp32 and ``b_in, c_out`` as ``(BL,)``.
     """
     tile_ok = chan_ok[:, None] & step_ok[None, :]
-    u = tl.load(x_rows + pos[None, :], mask=tile_ok, other=0.0).to(tl.float32)
-    delta = tl.zeros([BD, BL], dtype=tl.float32)
-    for r in tl.static_range(R):  # unrolled: all R loads in flight at once
-        w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
-        low_r = tl.load(proj_k + r * L + pos, mask=step_ok, other=0.0).to(tl.float32)
-        delta += w_r[:, None] * low_r[None, :]
+    u = tl.load(x_b + offs, mask=tile_ok, other=0.0).to(tl.float32)
+    delta = _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, L, R, RP, BD, BL, DT_DOT)
     b_in = tl.load(proj_k + R * L + pos, mask=step_ok, other=0.0).to(tl.float32)
     c_out = tl.load(proj_k + (R + 1) * L + pos, mask=step_ok, other=0.0).to(tl.float32)
     z = delta + bias[:, None]
@@ -87,8 +108,9 @@ def _last_column(tile, cols, BL: tl.constexpr):
 @triton.jit
 def ss2d_scan_fwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_ptr, states_ptr,
                          seg_decay_ptr, seg_state_ptr,
-                         D, L, H, W, NCH, NSEG, SEG_CH, R: tl.constexpr,
-                         BD: tl.constexpr, BL: tl.constexpr, SUMMARY: tl.constexpr):
+                         D, L, H, W, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
+                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
+                         SUMMARY: tl.constexpr):
     """Forward; grid ``(cdiv(D, BD), B, 4 * NSEG)``. See the module docstring.
 
     ``SUMMARY=True`` writes only the segment summaries; ``False`` writes ``y`` and ``states``.
@@ -106,8 +128,8 @@ def ss2d_scan_fwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_pt
     a_coef = tl.load(a_ptr + kd, mask=chan_ok, other=0.0)
     skip = tl.load(ds_ptr + kd, mask=chan_ok, other=0.0)
 
-    x_rows = x_ptr + b * D * L + chans[:, None].to(tl.int64) * L
-    y_rows = y_ptr + b * D * L + chans[:, None].to(tl.int64) * L
+    x_b = x_ptr + b * D * L
+    y_b = y_ptr + b * D * L
     proj_k = proj_ptr + (b * 4 + k) * (R + 2) * L
     wdt_rows = wdt_ptr + kd * R
     state_rows = states_ptr + ((b * 4 + k) * D + chans).to(tl.int64) * NCH
@@ -125,8 +147,10 @@ def ss2d_scan_fwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_pt
         steps = c * BL + cols
         step_ok = steps < L
         pos = _positions(k, steps, L, H, W)
+        offs = chans[:, None] * L + pos[None, :]  # int32: one image's (D, L) fits
         u, z, dt, decay, drive, b_in, c_out = _chunk_inputs(
-            x_rows, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L, R, BD, BL)
+            x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L, R, RP, BD, BL,
+            DT_DOT)
         decay_cum, h_local = tl.associative_scan((decay, drive), 1, _affine_combine)
         h_all = h_local + decay_cum * h[:, None]
         if SUMMARY:
@@ -135,7 +159,7 @@ def ss2d_scan_fwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_pt
             tl.store(state_rows + c, h, mask=chan_ok)
             y = c_out[None, :] * h_all + skip[:, None] * u
             tile_ok = chan_ok[:, None] & step_ok[None, :]
-            tl.atomic_add(y_rows + pos[None, :], y, mask=tile_ok, sem='relaxed')
+            tl.atomic_add(y_b + offs, y, mask=tile_ok, sem='relaxed')
         # Steps past L decay by 1 with no drive, so the last column is the chunk's final state.
         h = _last_column(h_all, cols, BL)
     if SUMMARY:
@@ -147,8 +171,9 @@ def ss2d_scan_fwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_pt
 def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_ptr, states_ptr,
                          seg_decay_ptr, seg_carry_ptr,
                          gx_ptr, gz_ptr, gproj_ptr, gchan_ptr,
-                         D, L, H, W, NCH, NSEG, SEG_CH, R: tl.constexpr,
-                         BD: tl.constexpr, BL: tl.constexpr, SUMMARY: tl.constexpr):
+                         D, L, H, W, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
+                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
+                         SUMMARY: tl.constexpr):
     """Backward of :func:`ss2d_scan_fwd_kernel`, walking each segment's chunks in reverse.
 
     Each chunk's states are recomputed from the saved chunk-entry state. ``SUMMARY=True`` only
@@ -171,7 +196,7 @@ def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_p
     a_coef = tl.load(a_ptr + kd, mask=chan_ok, other=0.0)
     skip = tl.load(ds_ptr + kd, mask=chan_ok, other=0.0)
 
-    row_off = b * D * L + chans[:, None].to(tl.int64) * L
+    image = b * D * L
     proj_k = proj_ptr + (b * 4 + k) * (R + 2) * L
     gproj_k = gproj_ptr + (b * 4 + k) * (R + 2) * L
     wdt_rows = wdt_ptr + kd * R
@@ -196,10 +221,11 @@ def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_p
         step_ok = steps < L
         tile_ok = chan_ok[:, None] & step_ok[None, :]
         pos = _positions(k, steps, L, H, W)
+        offs = chans[:, None] * L + pos[None, :]  # int32: one image's (D, L) fits
         u, z, dt, decay, drive, b_in, c_out = _chunk_inputs(
-            x_ptr + row_off, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L, R, BD,
-            BL)
-        gy = tl.load(gy_ptr + row_off + pos[None, :], mask=tile_ok, other=0.0)
+            x_ptr + image, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L, R,
+            RP, BD, BL, DT_DOT)
+        gy = tl.load(gy_ptr + image + offs, mask=tile_ok, other=0.0)
 
         # grad_h[l] = C[l] * gy[l] + decay[l+1] * grad_h[l+1]: a reverse scan whose coefficient
         # at l is the next step's decay (a shift by one column, done with a gather).
@@ -219,7 +245,7 @@ def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_p
             g_dt = g_h * (a_coef[:, None] * decayed_prev + b_in[None, :] * u)
             g_z = tl.where(tile_ok, g_dt * tl.sigmoid(z), 0.0)
             g_u = skip[:, None] * gy + g_h * dt * b_in[None, :]
-            tl.atomic_add(gx_ptr + row_off + pos[None, :], g_u, mask=tile_ok, sem='relaxed')
+            tl.atomic_add(gx_ptr + image + offs, g_u, mask=tile_ok, sem='relaxed')
 
             g_skip += tl.sum(gy * u, axis=1)
             g_a += tl.sum(g_h * decayed_prev * dt, axis=1)
@@ -228,8 +254,8 @@ def ss2d_scan_bwd_kernel(x_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_p
             g_c = tl.sum(gy * h_all, axis=0)
             tl.atomic_add(gproj_k + R * L + pos, g_b, mask=step_ok, sem='relaxed')
             tl.atomic_add(gproj_k + (R + 1) * L + pos, g_c, mask=step_ok, sem='relaxed')
-            gz_rows = gz_ptr + (b * 4 + k) * D * L + chans[:, None].to(tl.int64) * L
-            tl.store(gz_rows + pos[None, :], g_z.to(gz_ptr.dtype.element_ty), mask=tile_ok)
+            gz_k = gz_ptr + (b * 4 + k) * D * L
+            tl.store(gz_k + offs, g_z.to(gz_ptr.dtype.element_ty), mask=tile_ok)
 
     if SUMMARY:
         tl.store(seg_carry_ptr + seg_base + seg * D, carry, mask=chan_ok)
