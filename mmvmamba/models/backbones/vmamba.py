@@ -183,7 +183,8 @@ class VMamba(BaseModule):
         self.with_cp = with_cp
 
         self.patch_embed = build_stem(in_channels, self.dims[0])
-        rates = torch.linspace(0, float(drop_path_rate), sum(self.depths)).tolist()
+        # torch.linspace's float32 values, as the reference; on CPU even under torch.device('meta').
+        rates = torch.linspace(0, float(drop_path_rate), sum(self.depths), device='cpu').tolist()
         stages = []
         for i, (dim, depth) in enumerate(zip(self.dims, self.depths)):
             first = sum(self.depths[:i])
