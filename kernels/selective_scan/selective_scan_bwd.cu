@@ -1,11 +1,12 @@
 // Selective scan backward on CUDA (see selective_scan_cuda.cuh for the work layout).
 //
-// Per row and state n: a forward pass stores the state entering each chunk; a reverse pass then
-// walks the chunks backwards, recomputing the states inside a chunk from its entry state and
-// solving the adjoint recurrence g_l = gy_l * C_l + a_{l+1} * g_{l+1} with the same affine scan
-// in reverse lane order. dB and dC (shared by the channels of a group) are summed over the rows
-// of a block in shared memory before one atomicAdd per position; dA, dD and dbias are summed
-// over the row's lanes and atomically over the batch.
+// Per unit and state n: a forward pass stores the state entering each chunk (skipped when the
+// unit is a single chunk); a reverse pass then walks the chunks backwards, recomputing the
+// states inside a chunk from its entry state and solving the adjoint recurrence
+// g_l = gy_l * C_l + a_{l+1} * g_{l+1} with the same affine scan in reverse lane order.
+// dB and dC (shared by the channels of a group) are summed over the units of a block in shared
+// memory before one atomicAdd per position; dA, dD and dbias are summed over the unit's lanes
+// and atomically over the batch and segments.
 #include <c10/util/Exception.h>
 
 #include "selective_scan_cuda.cuh"
@@ -13,15 +14,120 @@
 namespace mmvmamba::cuda {
 namespace {
 
-template <int TPR, typename in_t, typename bc_t>
-__global__ void __launch_bounds__(kBlock) scan_bwd_kernel(ScanParams p) {
-  constexpr int kRowsPerBlock = kBlock / TPR;
-  constexpr int64_t kChunk = TPR * kItems;
-  __shared__ float smem_dB[kRowsPerBlock][kChunk];
-  __shared__ float smem_dC[kRowsPerBlock][kChunk];
+// Everything one chunk of one unit needs, recomputed from the inputs. Positions outside
+// [begin, end) get a = 0 (no coupling past the end), x = 0, gy = 0, C = 0.
+template <int ITEMS>
+struct ChunkData {
+  float u[ITEMS], z[ITEMS], dt[ITEMS], Bv[ITEMS], a[ITEMS], x[ITEMS];
+};
 
-  const RowInfo r = row_info<TPR>(p);
+template <int ITEMS, typename in_t, typename bc_t>
+__device__ __forceinline__ void load_chunk(const ScanParams& p, const UnitInfo& r,
+                                           const in_t* u_row, const in_t* delta_row,
+                                           const bc_t* B_n, float A_n, float bias,
+                                           int64_t base, ChunkData<ITEMS>& d) {
+  load_items<ITEMS>(u_row, base, r.end, r.valid, p.vec_ok, 0.f, d.u);
+  load_items<ITEMS>(delta_row, base, r.end, r.valid, p.vec_ok, 0.f, d.z);
+  load_items<ITEMS>(B_n, base, r.end, r.valid, p.vec_ok, 0.f, d.Bv);
+#pragma unroll
+  for (int i = 0; i < ITEMS; ++i) {
+    d.z[i] += bias;
+    d.dt[i] = p.softplus ? softplus(d.z[i]) : d.z[i];
+    const bool in_range = base + i < r.end;
+    d.a[i] = in_range ? __expf(d.dt[i] * A_n) : 0.f;
+    d.x[i] = in_range ? d.dt[i] * d.Bv[i] * d.u[i] : 0.f;
+  }
+}
+
+// Lane-local then segment-wide forward scan of a chunk: returns the inclusive (P, S) of the
+// lane and sets P_ex, S_ex to the exclusive map (identity on lane 0).
+template <int TPR, int ITEMS>
+__device__ __forceinline__ void chunk_forward_maps(int lane, const ChunkData<ITEMS>& d,
+                                                   float& P, float& S, float& P_ex,
+                                                   float& S_ex) {
+  P = 1.f;
+  S = 0.f;
+#pragma unroll
+  for (int i = 0; i < ITEMS; ++i) {
+    S = d.a[i] * S + d.x[i];
+    P = P * d.a[i];
+  }
+  segment_scan<TPR>(lane, P, S);
+  P_ex = __shfl_up_sync(kFullMask, P, 1, TPR);
+  S_ex = __shfl_up_sync(kFullMask, S, 1, TPR);
+  if (lane == 0) {
+    P_ex = 1.f;
+    S_ex = 0.f;
+  }
+}
+
+// Each segment's forward map (P, S) and adjoint map v -> C + M v, where v is a_{l} g_{l} at
+// the position after the segment and the result is the same quantity at its first position.
+template <int TPR, int ITEMS, typename in_t, typename bc_t>
+__global__ void __launch_bounds__(kBlock) segment_maps_bwd_kernel(ScanParams p) {
+  constexpr int64_t kChunk = TPR * ITEMS;
+  const UnitInfo r = unit_info<TPR>(p);
   const int64_t L = p.length, N = p.state, rows = p.batch * p.channels;
+  const in_t* u_row = static_cast<const in_t*>(p.u) + r.row * L;
+  const in_t* delta_row = static_cast<const in_t*>(p.delta) + r.row * L;
+  const float* gy_row = p.dout + r.row * L;
+  const int64_t bc_offset = (r.b * p.groups + r.k) * N * L;
+  const float bias = p.bias ? p.bias[r.c] : 0.f;
+  for (int64_t n = 0; n < N; ++n) {
+    const float A_n = p.A[r.c * N + n];
+    const bc_t* C_n = static_cast<const bc_t*>(p.C) + bc_offset + n * L;
+    float P_tot = 1.f, S_tot = 0.f, M_tot = 1.f, C_tot = 0.f;
+    for (int64_t chunk = 0; chunk < p.chunks_per_seg; ++chunk) {
+      const int64_t base = r.begin + chunk * kChunk + static_cast<int64_t>(r.lane) * ITEMS;
+      ChunkData<ITEMS> d;
+      load_chunk<ITEMS>(p, r, u_row, delta_row, static_cast<const bc_t*>(p.B) + bc_offset +
+                        n * L, A_n, bias, base, d);
+      float Cv[ITEMS], gy[ITEMS];
+      load_items<ITEMS>(C_n, base, r.end, r.valid, p.vec_ok, 0.f, Cv);
+      load_items<ITEMS>(gy_row, base, r.end, r.valid, p.vec_ok, 0.f, gy);
+      float P, S, P_ex, S_ex;
+      chunk_forward_maps<TPR, ITEMS>(r.lane, d, P, S, P_ex, S_ex);
+      const float P_all = __shfl_sync(kFullMask, P, TPR - 1, TPR);
+      const float S_all = __shfl_sync(kFullMask, S, TPR - 1, TPR);
+      S_tot = P_all * S_tot + S_all;
+      P_tot = P_all * P_tot;
+      // Adjoint map of the chunk with the last lane's last item taking v directly.
+      const float a_next_lane = __shfl_down_sync(kFullMask, d.a[0], 1, TPR);
+      const float m_last = r.lane == TPR - 1 ? 1.f : a_next_lane;
+      float M = 1.f, Cc = 0.f;
+#pragma unroll
+      for (int i = ITEMS - 1; i >= 0; --i) {
+        const float m = i == ITEMS - 1 ? m_last : d.a[i + 1];
+        Cc = gy[i] * Cv[i] + m * Cc;
+        M = m * M;
+      }
+      segment_suffix_scan<TPR>(r.lane, M, Cc);
+      const float a_first = __shfl_sync(kFullMask, d.a[0], 0, TPR);
+      const float M_k = a_first * __shfl_sync(kFullMask, M, 0, TPR);
+      const float C_k = a_first * __shfl_sync(kFullMask, Cc, 0, TPR);
+      C_tot = C_tot + M_tot * C_k;
+      M_tot = M_tot * M_k;
+    }
+    if (r.lane == 0 && r.valid) {
+      const int64_t idx = ((n * p.num_segs + r.seg) * rows + r.row) * 2;
+      p.seg_fwd[idx] = P_tot;
+      p.seg_fwd[idx + 1] = S_tot;
+      p.seg_bwd[idx] = M_tot;
+      p.seg_bwd[idx + 1] = C_tot;
+    }
+  }
+}
+
+template <int TPR, int ITEMS, typename in_t, typename bc_t>
+__global__ void __launch_bounds__(kBlock, 4) scan_bwd_kernel(ScanParams p) {
+  constexpr int kUnitsPerBlock = kBlock / TPR;
+  constexpr int64_t kChunk = TPR * ITEMS;
+  __shared__ float smem_dB[kUnitsPerBlock][kChunk];
+  __shared__ float smem_dC[kUnitsPerBlock][kChunk];
+
+  const UnitInfo r = unit_info<TPR>(p);
+  const int64_t L = p.length, N = p.state, rows = p.batch * p.channels;
+  const int64_t units = rows * p.num_segs;
   const in_t* u_row = static_cast<const in_t*>(p.u) + r.row * L;
   const in_t* delta_row = static_cast<const in_t*>(p.delta) + r.row * L;
   const float* gy_row = p.dout + r.row * L;
@@ -30,97 +136,77 @@ __global__ void __launch_bounds__(kBlock) scan_bwd_kernel(ScanParams p) {
   const bc_t* C_rows = static_cast<const bc_t*>(p.C) + bc_offset;
   const float D = p.D ? p.D[r.c] : 0.f;
   const float bias = p.bias ? p.bias[r.c] : 0.f;
+  // Every unit walks the same number of chunks (warp shuffles need all lanes); chunks past a
+  // short final segment are fully masked.
+  const int64_t num_chunks = p.chunks_per_seg;
 
-  // Can this block's rows share one dB/dC reduction (all valid, same batch and group)?
-  const int64_t first_row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock;
-  const int64_t last_row = first_row + kRowsPerBlock - 1;
+  // Do all units of this block share one dB/dC row (valid, same segment, batch and group)?
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kUnitsPerBlock;
+  const int64_t last = first + kUnitsPerBlock - 1;
+  const int64_t first_row = first % rows, last_row = last % rows;
   const bool block_shares_bc =
-      last_row < rows && (first_row / p.channels == last_row / p.channels) &&
-      ((first_row % p.channels) / p.per_group == (last_row % p.channels) / p.per_group);
-  const int row_in_block = threadIdx.x / TPR;
+      last < units && first / rows == last / rows &&
+      first_row / p.channels == last_row / p.channels &&
+      (first_row % p.channels) / p.per_group == (last_row % p.channels) / p.per_group;
+  const int unit_in_block = threadIdx.x / TPR;
 
   float dD_acc = 0.f, dbias_acc = 0.f;
   for (int64_t n = 0; n < N; ++n) {
     const float A_n = p.A[r.c * N + n];
     const bc_t* B_n = B_rows + n * L;
     const bc_t* C_n = C_rows + n * L;
-    float* chunk_states = p.chunk_states + (n * rows + r.row) * p.num_chunks;
+    float* chunk_states = p.chunk_states + (n * units + r.unit) * p.chunks_per_seg;
+    const float entry_state = p.num_segs > 1 ? segment_entry_state(p, n, r.row, r.seg) : 0.f;
 
-    // Pass 1: states entering each chunk.
-    float carry = 0.f;
-    for (int64_t chunk = 0; chunk < p.num_chunks; ++chunk) {
-      const int64_t base = chunk * kChunk + static_cast<int64_t>(r.lane) * kItems;
-      float u[kItems], dt[kItems], Bv[kItems];
-      load_items(u_row, base, L, r.valid, p.vec_ok, 0.f, u);
-      load_items(delta_row, base, L, r.valid, p.vec_ok, 0.f, dt);
-      load_items(B_n, base, L, r.valid, p.vec_ok, 0.f, Bv);
-      float P = 1.f, S = 0.f;
+    // Pass 1: states entering each chunk (a single chunk starts from entry_state).
+    if (num_chunks > 1) {
+      float carry = entry_state;
+      for (int64_t chunk = 0; chunk < num_chunks; ++chunk) {
+        const int64_t base = r.begin + chunk * kChunk + static_cast<int64_t>(r.lane) * ITEMS;
+        ChunkData<ITEMS> d;
+        load_chunk<ITEMS>(p, r, u_row, delta_row, B_n, A_n, bias, base, d);
+        float P = 1.f, S = 0.f;
 #pragma unroll
-      for (int i = 0; i < kItems; ++i) {
-        const float z = dt[i] + bias;
-        const float d = p.softplus ? softplus(z) : z;
-        const bool in_range = base + i < L;
-        const float a = in_range ? __expf(d * A_n) : 1.f;
-        S = a * S + (in_range ? d * Bv[i] * u[i] : 0.f);
-        P = P * a;
+        for (int i = 0; i < ITEMS; ++i) {
+          const float a = base + i < r.end ? d.a[i] : 1.f;
+          S = a * S + d.x[i];
+          P = P * a;
+        }
+        if (r.lane == 0 && r.valid) chunk_states[chunk] = carry;
+        segment_scan<TPR>(r.lane, P, S);
+        const float P_all = __shfl_sync(kFullMask, P, TPR - 1, TPR);
+        const float S_all = __shfl_sync(kFullMask, S, TPR - 1, TPR);
+        carry = P_all * carry + S_all;
       }
-      if (r.lane == 0 && r.valid) chunk_states[chunk] = carry;
-      segment_scan<TPR>(r.lane, P, S);
-      const float P_all = __shfl_sync(kFullMask, P, TPR - 1, TPR);
-      const float S_all = __shfl_sync(kFullMask, S, TPR - 1, TPR);
-      carry = P_all * carry + S_all;
+      __syncwarp();
     }
-    __syncwarp();
 
     // Pass 2: chunks in reverse.
-    float g_next = 0.f;  // adjoint at the first position of the following chunk
-    float a_next = 0.f;  // decay at that position (0 past the end of the row)
+    float g_next = p.num_segs > 1 ? segment_exit_adjoint(p, n, r.row, r.seg) : 0.f;
+    float a_next = 1.f;  // g_next already carries the decay of the position after the unit
     float dA_acc = 0.f;
-    for (int64_t chunk = p.num_chunks - 1; chunk >= 0; --chunk) {
-      const int64_t base = chunk * kChunk + static_cast<int64_t>(r.lane) * kItems;
-      float u[kItems], z[kItems], dt[kItems], Bv[kItems], Cv[kItems], gy[kItems];
-      load_items(u_row, base, L, r.valid, p.vec_ok, 0.f, u);
-      load_items(delta_row, base, L, r.valid, p.vec_ok, 0.f, z);
-      load_items(B_n, base, L, r.valid, p.vec_ok, 0.f, Bv);
-      load_items(C_n, base, L, r.valid, p.vec_ok, 0.f, Cv);
-      load_items(gy_row, base, L, r.valid, p.vec_ok, 0.f, gy);
-      float a[kItems], x[kItems];
-      float P = 1.f, S = 0.f;
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) {
-        z[i] += bias;
-        dt[i] = p.softplus ? softplus(z[i]) : z[i];
-        const bool in_range = base + i < L;
-        a[i] = in_range ? __expf(dt[i] * A_n) : 0.f;  // 0: no coupling past the end
-        x[i] = in_range ? dt[i] * Bv[i] * u[i] : 0.f;
-        S = a[i] * S + x[i];
-        P = P * a[i];
-      }
-      // States inside the chunk, from the stored entry state.
-      segment_scan<TPR>(r.lane, P, S);
-      float P_ex = __shfl_up_sync(kFullMask, P, 1, TPR);
-      float S_ex = __shfl_up_sync(kFullMask, S, 1, TPR);
-      if (r.lane == 0) {
-        P_ex = 1.f;
-        S_ex = 0.f;
-      }
-      const float entry = r.valid ? chunk_states[chunk] : 0.f;
-      float h_prev[kItems], h[kItems];
-      float state = P_ex * entry + S_ex;
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) {
-        h_prev[i] = state;
-        state = a[i] * state + x[i];
-        h[i] = state;
-      }
+    for (int64_t chunk = num_chunks - 1; chunk >= 0; --chunk) {
+      const int64_t base = r.begin + chunk * kChunk + static_cast<int64_t>(r.lane) * ITEMS;
+      ChunkData<ITEMS> d;
+      load_chunk<ITEMS>(p, r, u_row, delta_row, B_n, A_n, bias, base, d);
+      float Cv[ITEMS], gy[ITEMS];
+      load_items<ITEMS>(C_n, base, r.end, r.valid, p.vec_ok, 0.f, Cv);
+      load_items<ITEMS>(gy_row, base, r.end, r.valid, p.vec_ok, 0.f, gy);
+
+      // States inside the chunk, from its entry state.
+      float P, S, P_ex, S_ex;
+      chunk_forward_maps<TPR, ITEMS>(r.lane, d, P, S, P_ex, S_ex);
+      const float entry =
+          num_chunks > 1 ? (r.valid ? chunk_states[chunk] : 0.f) : entry_state;
+      const float h_enter = P_ex * entry + S_ex;
 
       // Adjoint: g_i = c_i + m_i * g_{i+1} with c = gy * C and m_i = a_{i+1}.
-      const float a_first_next_lane = __shfl_down_sync(kFullMask, a[0], 1, TPR);
-      const float m_last = r.lane == TPR - 1 ? a_next : a_first_next_lane;
+      const float a_next_lane = __shfl_down_sync(kFullMask, d.a[0], 1, TPR);
+      const float m_last = r.lane == TPR - 1 ? a_next : a_next_lane;
       float M = 1.f, Cc = 0.f;
 #pragma unroll
-      for (int i = kItems - 1; i >= 0; --i) {
-        const float m = i == kItems - 1 ? m_last : a[i + 1];
+      for (int i = ITEMS - 1; i >= 0; --i) {
+        const float m = i == ITEMS - 1 ? m_last : d.a[i + 1];
         Cc = gy[i] * Cv[i] + m * Cc;
         M = m * M;
       }
@@ -130,53 +216,57 @@ __global__ void __launch_bounds__(kBlock) scan_bwd_kernel(ScanParams p) {
       float g = r.lane == TPR - 1 ? g_next : C_next + M_next * g_next;
       const float M_first = __shfl_sync(kFullMask, M, 0, TPR);
       const float C_first = __shfl_sync(kFullMask, Cc, 0, TPR);
-      const float a_first = __shfl_sync(kFullMask, a[0], 0, TPR);
-
-      float du[kItems], ddt[kItems], dBv[kItems], dCv[kItems];
-#pragma unroll
-      for (int i = kItems - 1; i >= 0; --i) {
-        const float m = i == kItems - 1 ? m_last : a[i + 1];
-        g = gy[i] * Cv[i] + m * g;
-        const float g_dt = g * dt[i];
-        dCv[i] = gy[i] * h[i];
-        dBv[i] = g_dt * u[i];
-        du[i] = g_dt * Bv[i];
-        const float d_log_decay = g * h_prev[i] * a[i];
-        dA_acc += d_log_decay * dt[i];
-        ddt[i] = d_log_decay * A_n + g * Bv[i] * u[i];
-      }
+      const float a_first = __shfl_sync(kFullMask, d.a[0], 0, TPR);
       g_next = C_first + M_first * g_next;
       a_next = a_first;
 
-      // dB, dC: reduce over the block's rows when they share (b, k), else add per row.
+      // States h_i of this lane's items (h[i - 1] is the state before item i).
+      float h[ITEMS];
+      {
+        float state = h_enter;
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) {
+          state = d.a[i] * state + d.x[i];
+          h[i] = state;
+        }
+      }
+      if (block_shares_bc) __syncthreads();  // previous chunk's readers are done
+      float du[ITEMS], ddt[ITEMS];
       const int64_t bc_base = bc_offset + n * L;
+#pragma unroll
+      for (int i = ITEMS - 1; i >= 0; --i) {
+        const float m = i == ITEMS - 1 ? m_last : d.a[i + 1];
+        g = gy[i] * Cv[i] + m * g;
+        const float g_dt = g * d.dt[i];
+        const float dB_i = g_dt * d.u[i];
+        const float dC_i = gy[i] * h[i];
+        du[i] = g_dt * d.Bv[i];
+        const float h_prev = i > 0 ? h[i - 1] : h_enter;
+        const float d_log_decay = g * h_prev * d.a[i];
+        dA_acc += d_log_decay * d.dt[i];
+        ddt[i] = d_log_decay * A_n + g * d.Bv[i] * d.u[i];
+        if (block_shares_bc) {
+          smem_dB[unit_in_block][r.lane * ITEMS + i] = dB_i;
+          smem_dC[unit_in_block][r.lane * ITEMS + i] = dC_i;
+        } else if (r.valid && base + i < r.end) {
+          atomicAdd(p.dB + bc_base + base + i, dB_i);
+          atomicAdd(p.dC + bc_base + base + i, dC_i);
+        }
+      }
       if (block_shares_bc) {
         __syncthreads();
-#pragma unroll
-        for (int i = 0; i < kItems; ++i) {
-          smem_dB[row_in_block][r.lane * kItems + i] = dBv[i];
-          smem_dC[row_in_block][r.lane * kItems + i] = dCv[i];
-        }
-        __syncthreads();
+        const int64_t chunk_start = r.begin + chunk * kChunk;
         for (int pos = threadIdx.x; pos < kChunk; pos += kBlock) {
-          const int64_t l = chunk * kChunk + pos;
-          if (l < L) {
+          const int64_t l = chunk_start + pos;
+          if (l < r.end) {
             float sB = 0.f, sC = 0.f;
 #pragma unroll
-            for (int j = 0; j < kRowsPerBlock; ++j) {
+            for (int j = 0; j < kUnitsPerBlock; ++j) {
               sB += smem_dB[j][pos];
               sC += smem_dC[j][pos];
             }
             atomicAdd(p.dB + bc_base + l, sB);
             atomicAdd(p.dC + bc_base + l, sC);
-          }
-        }
-      } else if (r.valid) {
-#pragma unroll
-        for (int i = 0; i < kItems; ++i) {
-          if (base + i < L) {
-            atomicAdd(p.dB + bc_base + base + i, dBv[i]);
-            atomicAdd(p.dC + bc_base + base + i, dCv[i]);
           }
         }
       }
@@ -185,33 +275,33 @@ __global__ void __launch_bounds__(kBlock) scan_bwd_kernel(ScanParams p) {
       float* du_acc = p.du_acc + r.row * L;
       float* ddt_acc = p.ddt_acc + r.row * L;
       if (n > 0) {
-        float prev_du[kItems], prev_ddt[kItems];
-        load_items(du_acc, base, L, r.valid, p.vec_ok, 0.f, prev_du);
-        load_items(ddt_acc, base, L, r.valid, p.vec_ok, 0.f, prev_ddt);
+        float prev_du[ITEMS], prev_ddt[ITEMS];
+        load_items<ITEMS>(du_acc, base, r.end, r.valid, p.vec_ok, 0.f, prev_du);
+        load_items<ITEMS>(ddt_acc, base, r.end, r.valid, p.vec_ok, 0.f, prev_ddt);
 #pragma unroll
-        for (int i = 0; i < kItems; ++i) {
+        for (int i = 0; i < ITEMS; ++i) {
           du[i] += prev_du[i];
           ddt[i] += prev_ddt[i];
         }
       }
       if (n + 1 < N) {
-        store_items(du_acc, base, L, r.valid, p.vec_ok, du);
-        store_items(ddt_acc, base, L, r.valid, p.vec_ok, ddt);
+        store_items<ITEMS>(du_acc, base, r.end, r.valid, p.vec_ok, du);
+        store_items<ITEMS>(ddt_acc, base, r.end, r.valid, p.vec_ok, ddt);
       } else {
-        float ddelta[kItems];
+        float ddelta[ITEMS];
 #pragma unroll
-        for (int i = 0; i < kItems; ++i) {
-          const bool in_range = base + i < L;
+        for (int i = 0; i < ITEMS; ++i) {
           du[i] += D * gy[i];
-          ddelta[i] = p.softplus ? ddt[i] * softplus_grad(z[i]) : ddt[i];
-          if (in_range) {
-            dD_acc += gy[i] * u[i];
+          ddelta[i] = p.softplus ? ddt[i] * softplus_grad(d.z[i]) : ddt[i];
+          if (base + i < r.end) {
+            dD_acc += gy[i] * d.u[i];
             dbias_acc += ddelta[i];
           }
         }
-        store_items(static_cast<in_t*>(p.du) + r.row * L, base, L, r.valid, p.vec_ok, du);
-        store_items(static_cast<in_t*>(p.ddelta) + r.row * L, base, L, r.valid, p.vec_ok,
-                    ddelta);
+        store_items<ITEMS>(static_cast<in_t*>(p.du) + r.row * L, base, r.end, r.valid,
+                           p.vec_ok, du);
+        store_items<ITEMS>(static_cast<in_t*>(p.ddelta) + r.row * L, base, r.end, r.valid,
+                           p.vec_ok, ddelta);
       }
     }
     dA_acc = segment_sum<TPR>(dA_acc);
@@ -225,42 +315,52 @@ __global__ void __launch_bounds__(kBlock) scan_bwd_kernel(ScanParams p) {
   }
 }
 
+void check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  TORCH_CHECK(err == cudaSuccess, what, " CUDA launch failed: ", cudaGetErrorString(err));
+}
+
 template <int TPR, typename in_t, typename bc_t>
 void launch(const ScanParams& p, cudaStream_t stream) {
-  constexpr int kRowsPerBlock = kBlock / TPR;
-  const int64_t rows = p.batch * p.channels;
-  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
-  scan_bwd_kernel<TPR, in_t, bc_t><<<static_cast<unsigned>(blocks), kBlock, 0, stream>>>(p);
-  const cudaError_t err = cudaGetLastError();
-  TORCH_CHECK(err == cudaSuccess, "selective_scan_bwd CUDA launch failed: ",
-              cudaGetErrorString(err));
+  constexpr int kUnitsPerBlock = kBlock / TPR;
+  const int64_t units = p.batch * p.channels * p.num_segs;
+  const auto blocks = static_cast<unsigned>((units + kUnitsPerBlock - 1) / kUnitsPerBlock);
+  if (p.num_segs > 1) {
+    segment_maps_bwd_kernel<TPR, kBwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
+    check_launch("selective_scan_bwd (segment maps)");
+  }
+  scan_bwd_kernel<TPR, kBwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
+  check_launch("selective_scan_bwd");
 }
 
 template <typename in_t, typename bc_t>
-void launch_tpr(const ScanParams& p, cudaStream_t stream) {
-  if (threads_per_row(p.length) == 32) {
-    launch<32, in_t, bc_t>(p, stream);
-  } else {
-    launch<8, in_t, bc_t>(p, stream);
+void launch_tpr(const ScanParams& p, int tpr, cudaStream_t stream) {
+  switch (tpr) {
+    case 32: launch<32, in_t, bc_t>(p, stream); break;
+    case 16: launch<16, in_t, bc_t>(p, stream); break;
+    default: launch<8, in_t, bc_t>(p, stream); break;
   }
 }
 
 template <typename in_t>
-void launch_bc(const ScanParams& p, int bc_dtype, cudaStream_t stream) {
+void launch_bc(const ScanParams& p, int tpr, int bc_dtype, cudaStream_t stream) {
   if (bc_dtype == kF32) {
-    launch_tpr<in_t, float>(p, stream);
+    launch_tpr<in_t, float>(p, tpr, stream);
   } else {
-    launch_tpr<in_t, in_t>(p, stream);
+    launch_tpr<in_t, in_t>(p, tpr, stream);
   }
 }
 
 }  // namespace
 
-void launch_scan_bwd(const ScanParams& p, int in_dtype, int bc_dtype, cudaStream_t stream) {
+void launch_scan_bwd(const ScanParams& p, const LaunchConfig& cfg, int in_dtype, int bc_dtype,
+                     cudaStream_t stream) {
+  TORCH_CHECK(cfg.items == kBwdItems, "selective_scan_bwd: config built for ", cfg.items,
+              " items per lane, the kernel uses ", kBwdItems);
   switch (in_dtype) {
-    case kF32: launch_tpr<float, float>(p, stream); break;
-    case kF16: launch_bc<__half>(p, bc_dtype, stream); break;
-    case kBF16: launch_bc<__nv_bfloat16>(p, bc_dtype, stream); break;
+    case kF32: launch_tpr<float, float>(p, cfg.tpr, stream); break;
+    case kF16: launch_bc<__half>(p, cfg.tpr, bc_dtype, stream); break;
+    case kBF16: launch_bc<__nv_bfloat16>(p, cfg.tpr, bc_dtype, stream); break;
     default: TORCH_CHECK(false, "selective_scan_bwd: unsupported dtype code ", in_dtype);
   }
 }

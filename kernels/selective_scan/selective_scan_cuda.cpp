@@ -53,7 +53,9 @@ struct CudaInputs {
     bc_dtype = dtype_code(bc_t);
   }
 
-  cuda::ScanParams params() const {
+  // Parameters common to both directions, for a work split `cfg`; `scratch` holds the
+  // per-segment maps when the rows are cut into segments.
+  cuda::ScanParams params(const cuda::LaunchConfig& cfg, at::Tensor& scratch) const {
     cuda::ScanParams p{};
     p.u = u.data_ptr();
     p.delta = delta.data_ptr();
@@ -68,9 +70,18 @@ struct CudaInputs {
     p.groups = s.groups;
     p.state = s.state;
     p.per_group = s.channels / s.groups;
-    p.vec_ok = s.length % cuda::kItems == 0 && aligned16(u) && aligned16(delta) &&
-               aligned16(B) && aligned16(C);
-    p.num_chunks = cuda::chunk_count(s.length);
+    p.vec_ok = s.length % 8 == 0 && aligned16(u) && aligned16(delta) && aligned16(B) &&
+               aligned16(C);
+    p.num_segs = cfg.num_segs;
+    p.seg_len = cfg.seg_len;
+    p.chunks_per_seg = cfg.chunks_per_seg;
+    if (cfg.num_segs > 1) {
+      // (2, N, S, rows, 2): forward maps, then adjoint maps.
+      const int64_t maps = s.state * cfg.num_segs * s.batch * s.channels * 2;
+      scratch = at::empty({2 * maps}, u.options().dtype(at::kFloat));
+      p.seg_fwd = scratch.data_ptr<float>();
+      p.seg_bwd = p.seg_fwd + maps;
+    }
     return p;
   }
 };
@@ -84,10 +95,13 @@ at::Tensor selective_scan_fwd_cuda(const at::Tensor& u, const at::Tensor& delta,
   const CudaInputs in(u, delta, A, B, C, D, delta_bias);
   at::Tensor out = at::empty({in.s.batch, in.s.channels, in.s.length},
                              u.options().dtype(at::kFloat));
-  cuda::ScanParams p = in.params();
+  const cuda::LaunchConfig cfg =
+      cuda::make_config(in.s.batch * in.s.channels, in.s.length, cuda::kFwdItems);
+  at::Tensor scratch;
+  cuda::ScanParams p = in.params(cfg, scratch);
   p.softplus = delta_softplus;
   p.out = out.data_ptr<float>();
-  cuda::launch_scan_fwd(p, in.in_dtype, in.bc_dtype, at::cuda::getCurrentCUDAStream());
+  cuda::launch_scan_fwd(p, cfg, in.in_dtype, in.bc_dtype, at::cuda::getCurrentCUDAStream());
   return out;
 }
 
@@ -112,8 +126,10 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const at::Tensor& u,
   at::Tensor dD = at::zeros({s.channels}, f32);
   at::Tensor dbias = at::zeros({s.channels}, f32);
   const int64_t rows = s.batch * s.channels;
-  cuda::ScanParams p = in.params();
-  at::Tensor chunk_states = at::empty({s.state, rows, p.num_chunks}, f32);
+  const cuda::LaunchConfig cfg = cuda::make_config(rows, s.length, cuda::kBwdItems);
+  at::Tensor scratch;
+  cuda::ScanParams p = in.params(cfg, scratch);
+  at::Tensor chunk_states = at::empty({s.state, cfg.num_segs * rows, cfg.chunks_per_seg}, f32);
   at::Tensor du_acc, ddt_acc;
   if (s.state > 1) {
     du_acc = at::empty({rows, s.length}, f32);
@@ -132,7 +148,7 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const at::Tensor& u,
   p.chunk_states = chunk_states.data_ptr<float>();
   p.du_acc = du_acc.defined() ? du_acc.data_ptr<float>() : nullptr;
   p.ddt_acc = ddt_acc.defined() ? ddt_acc.data_ptr<float>() : nullptr;
-  cuda::launch_scan_bwd(p, in.in_dtype, in.bc_dtype, at::cuda::getCurrentCUDAStream());
+  cuda::launch_scan_bwd(p, cfg, in.in_dtype, in.bc_dtype, at::cuda::getCurrentCUDAStream());
   return {du.to(u.scalar_type()), ddelta.to(delta.scalar_type()), dA,
           dB.to(B.scalar_type()), dC.to(C.scalar_type()), dD, dbias};
 }

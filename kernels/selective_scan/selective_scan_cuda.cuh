@@ -1,25 +1,64 @@
-// Selective scan on CUDA: parameters, configuration and device helpers shared by the forward
-// and backward kernels.
+// Selective scan on CUDA: parameters, launch configuration and device helpers shared by the
+// forward and backward kernels.
 //
-// Layout of the work: a group of TPR consecutive lanes of a warp owns one (batch, channel) row
-// and walks it in chunks of TPR * kItems positions; each lane holds kItems consecutive
-// positions. Inside a chunk the recurrence h_l = a_l * h_{l-1} + b_l is solved as a scan of
-// affine maps: sequentially over a lane's items, then across the TPR lanes with warp shuffles,
-// then once more sequentially to produce every state. The state entering a chunk is carried in
-// registers. A block of kBlock threads holds kBlock / TPR rows (consecutive channels).
+// Layout of the work: a group of TPR consecutive lanes of a warp owns one "unit" (a segment of
+// one (batch, channel) row) and walks it in chunks of TPR * ITEMS positions; each lane holds
+// ITEMS consecutive positions. Inside a chunk the recurrence h_l = a_l * h_{l-1} + b_l is
+// solved as a scan of affine maps: sequentially over a lane's items, across the TPR lanes with
+// warp shuffles, then once more sequentially to produce every state. The state entering a chunk
+// is carried in registers. A block of kBlock threads holds kBlock / TPR units of consecutive
+// channels of the same segment.
+//
+// Long rows with few rows in total are cut into S segments so that the GPU has enough
+// independent work; a small pass first computes each segment's total affine map, and each
+// segment then composes the maps of the segments before it (forward states) or after it
+// (adjoint states) to find its boundary values.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace mmvmamba::cuda {
 
 constexpr int kBlock = 128;
-constexpr int kItems = 8;
 constexpr unsigned kFullMask = 0xffffffffu;
+
+// How one launch cuts the work (computed on the host by make_config).
+struct LaunchConfig {
+  int tpr;                 // lanes per unit: 8, 16 or 32
+  int items;               // positions per lane per chunk: 4 or 8
+  int64_t chunk;           // tpr * items
+  int64_t num_segs;        // S
+  int64_t seg_len;         // positions per segment, a multiple of chunk
+  int64_t chunks_per_seg;  // seg_len / chunk
+};
+
+inline LaunchConfig make_config(int64_t rows, int64_t length, int items) {
+  LaunchConfig c{};
+  c.items = items;
+  c.tpr = 32;
+  for (int t : {8, 16}) {
+    if (static_cast<int64_t>(t) * items >= length) {
+      c.tpr = t;
+      break;
+    }
+  }
+  c.chunk = static_cast<int64_t>(c.tpr) * items;
+  const int64_t chunks = (length + c.chunk - 1) / c.chunk;
+  // Aim for about 64 resident warps per SM on a 132-SM GPU before cutting rows.
+  constexpr int64_t kTargetWarps = 8448;
+  const int64_t warps = std::max<int64_t>(1, rows * c.tpr / 32);
+  c.num_segs = warps >= kTargetWarps ? 1
+                                     : std::min(chunks, (kTargetWarps + warps - 1) / warps);
+  c.chunks_per_seg = (chunks + c.num_segs - 1) / c.num_segs;
+  c.num_segs = (chunks + c.chunks_per_seg - 1) / c.chunks_per_seg;
+  c.seg_len = c.chunks_per_seg * c.chunk;
+  return c;
+}
 
 struct ScanParams {
   // Inputs (u, delta of type in_t; B, C of type bc_t; the rest fp32).
@@ -32,25 +71,40 @@ struct ScanParams {
   const float* bias;  // nullptr when absent
   int64_t batch, channels, length, groups, state, per_group;
   bool softplus;
-  bool vec_ok;  // all row starts are 16-byte aligned and L % kItems == 0
+  bool vec_ok;  // all row starts are 16-byte aligned and L % 8 == 0
+  // Work split (copied from the LaunchConfig).
+  int64_t num_segs, seg_len, chunks_per_seg;
+  float* seg_fwd;  // (N, S, rows, 2): each segment's forward map h -> P h + S
+  float* seg_bwd;  // (N, S, rows, 2): each segment's adjoint map v -> C + M v (backward only)
   // Forward output.
   float* out;
   // Backward.
   const float* dout;
-  void* du;           // in_t
-  void* ddelta;       // in_t
-  float* dA;          // (K*Cg, N), zero-initialised, summed over the batch
-  float* dB;          // (B, K, N, L) fp32, zero-initialised
+  void* du;             // in_t
+  void* ddelta;         // in_t
+  float* dA;            // (K*Cg, N), zero-initialised, summed over the batch
+  float* dB;            // (B, K, N, L) fp32, zero-initialised
   float* dC;
-  float* dD;          // (K*Cg,), zero-initialised
-  float* dbias;       // (K*Cg,), zero-initialised
-  float* chunk_states;  // (N, rows, num_chunks): state entering each chunk
-  float* du_acc;      // (rows, L) fp32 accumulators across n, used when N > 1
+  float* dD;            // (K*Cg,), zero-initialised
+  float* dbias;         // (K*Cg,), zero-initialised
+  float* chunk_states;  // (N, S * rows, chunks_per_seg): state entering each chunk
+  float* du_acc;        // (rows, L) fp32 accumulators across n, used when N > 1
   float* ddt_acc;
-  int64_t num_chunks;
 };
 
+void launch_scan_fwd(const ScanParams& p, const LaunchConfig& cfg, int in_dtype, int bc_dtype,
+                     cudaStream_t stream);
+void launch_scan_bwd(const ScanParams& p, const LaunchConfig& cfg, int in_dtype, int bc_dtype,
+                     cudaStream_t stream);
+
+constexpr int kFwdItems = 8;
+constexpr int kBwdItems = 4;
+
+// dtype codes for the launchers.
+enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+
 #ifdef __CUDACC__
+
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -66,48 +120,65 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 
-// Loads kItems consecutive elements starting at index `base` of a row of length L as floats;
-// positions past L (or an invalid row) read as `fill`. Vectorised when the row allows it.
-template <typename T>
-__device__ __forceinline__ void load_items(const T* row, int64_t base, int64_t L, bool valid,
-                                           bool vec_ok, float fill, float (&out)[kItems]) {
-  if (valid && vec_ok && base + kItems <= L) {
-    constexpr int kPerVec = 16 / sizeof(T);
-    static_assert(kItems % kPerVec == 0, "kItems must fill whole 16-byte vectors");
+// The widest vector (<= 16 bytes) that ITEMS elements of T fill exactly.
+template <int Bytes>
+struct VecOf;
+template <>
+struct VecOf<16> { using type = uint4; };
+template <>
+struct VecOf<8> { using type = uint2; };
+template <>
+struct VecOf<4> { using type = unsigned int; };
+
+template <typename T, int ITEMS>
+struct Vec {
+  static constexpr int kBytes = ITEMS * sizeof(T) >= 16 ? 16 : ITEMS * sizeof(T);
+  static constexpr int kPer = kBytes / sizeof(T);
+  using type = typename VecOf<kBytes>::type;
+};
+
+// Loads ITEMS consecutive elements of a row starting at `base` as floats; positions at or past
+// `end` (or an invalid unit) read as `fill`. Vectorised when the row allows it.
+template <int ITEMS, typename T>
+__device__ __forceinline__ void load_items(const T* row, int64_t base, int64_t end, bool valid,
+                                           bool vec_ok, float fill, float (&out)[ITEMS]) {
+  using V = Vec<T, ITEMS>;
+  if (valid && vec_ok && base + ITEMS <= end) {
 #pragma unroll
-    for (int v = 0; v < kItems / kPerVec; ++v) {
-      const uint4 raw = *reinterpret_cast<const uint4*>(row + base + v * kPerVec);
+    for (int v = 0; v < ITEMS / V::kPer; ++v) {
+      const typename V::type raw =
+          *reinterpret_cast<const typename V::type*>(row + base + v * V::kPer);
       const T* vals = reinterpret_cast<const T*>(&raw);
 #pragma unroll
-      for (int i = 0; i < kPerVec; ++i) out[v * kPerVec + i] = to_float(vals[i]);
+      for (int i = 0; i < V::kPer; ++i) out[v * V::kPer + i] = to_float(vals[i]);
     }
   } else {
 #pragma unroll
-    for (int i = 0; i < kItems; ++i) {
+    for (int i = 0; i < ITEMS; ++i) {
       const int64_t l = base + i;
-      out[i] = (valid && l < L) ? to_float(row[l]) : fill;
+      out[i] = (valid && l < end) ? to_float(row[l]) : fill;
     }
   }
 }
 
-template <typename T>
-__device__ __forceinline__ void store_items(T* row, int64_t base, int64_t L, bool valid,
-                                            bool vec_ok, const float (&vals)[kItems]) {
+template <int ITEMS, typename T>
+__device__ __forceinline__ void store_items(T* row, int64_t base, int64_t end, bool valid,
+                                            bool vec_ok, const float (&vals)[ITEMS]) {
+  using V = Vec<T, ITEMS>;
   if (!valid) return;
-  if (vec_ok && base + kItems <= L) {
-    constexpr int kPerVec = 16 / sizeof(T);
+  if (vec_ok && base + ITEMS <= end) {
 #pragma unroll
-    for (int v = 0; v < kItems / kPerVec; ++v) {
-      uint4 raw;
+    for (int v = 0; v < ITEMS / V::kPer; ++v) {
+      typename V::type raw;
       T* packed = reinterpret_cast<T*>(&raw);
 #pragma unroll
-      for (int i = 0; i < kPerVec; ++i) packed[i] = from_float<T>(vals[v * kPerVec + i]);
-      *reinterpret_cast<uint4*>(row + base + v * kPerVec) = raw;
+      for (int i = 0; i < V::kPer; ++i) packed[i] = from_float<T>(vals[v * V::kPer + i]);
+      *reinterpret_cast<typename V::type*>(row + base + v * V::kPer) = raw;
     }
   } else {
 #pragma unroll
-    for (int i = 0; i < kItems; ++i) {
-      if (base + i < L) row[base + i] = from_float<T>(vals[i]);
+    for (int i = 0; i < ITEMS; ++i) {
+      if (base + i < end) row[base + i] = from_float<T>(vals[i]);
     }
   }
 }
@@ -151,42 +222,61 @@ __device__ __forceinline__ float segment_sum(float v) {
   return v;
 }
 
-// Row geometry of one lane.
-struct RowInfo {
+// Geometry of one lane's unit: row (b * channels + c) and segment [begin, end).
+struct UnitInfo {
   int lane;
-  int64_t row;   // b * channels + c (clamped to a valid row when !valid)
+  int64_t unit;  // seg * rows + row
+  int64_t row;   // clamped to a valid row when !valid
+  int64_t seg;
   bool valid;
   int64_t b, c, k;
+  int64_t begin, end;
 };
 
 template <int TPR>
-__device__ __forceinline__ RowInfo row_info(const ScanParams& p) {
-  constexpr int kRowsPerBlock = kBlock / TPR;
-  RowInfo r;
+__device__ __forceinline__ UnitInfo unit_info(const ScanParams& p) {
+  constexpr int kUnitsPerBlock = kBlock / TPR;
+  const int64_t rows = p.batch * p.channels;
+  UnitInfo r;
   r.lane = threadIdx.x % TPR;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / TPR;
-  r.valid = row < p.batch * p.channels;
-  r.row = r.valid ? row : 0;
+  const int64_t unit = static_cast<int64_t>(blockIdx.x) * kUnitsPerBlock + threadIdx.x / TPR;
+  r.valid = unit < rows * p.num_segs;
+  r.unit = r.valid ? unit : 0;
+  r.seg = r.unit / rows;
+  r.row = r.unit % rows;
   r.b = r.row / p.channels;
   r.c = r.row % p.channels;
   r.k = r.c / p.per_group;
+  r.begin = r.seg * p.seg_len;
+  r.end = min(p.length, r.begin + p.seg_len);
   return r;
 }
 
-#endif  // __CUDACC__
-
-// Launch helpers (defined in the .cu files).
-void launch_scan_fwd(const ScanParams& p, int in_dtype, int bc_dtype, cudaStream_t stream);
-void launch_scan_bwd(const ScanParams& p, int in_dtype, int bc_dtype, cudaStream_t stream);
-
-// Threads per row for a sequence length (must match between launch and scratch sizing).
-inline int threads_per_row(int64_t length) { return length > 512 ? 32 : 8; }
-inline int64_t chunk_count(int64_t length) {
-  const int64_t chunk = static_cast<int64_t>(threads_per_row(length)) * kItems;
-  return (length + chunk - 1) / chunk;
+// State entering segment `seg` of `row` for state n: the segments before it applied to h = 0.
+__device__ __forceinline__ float segment_entry_state(const ScanParams& p, int64_t n,
+                                                     int64_t row, int64_t seg) {
+  const int64_t rows = p.batch * p.channels;
+  float h = 0.f;
+  for (int64_t s = 0; s < seg; ++s) {
+    const float* m = p.seg_fwd + ((n * p.num_segs + s) * rows + row) * 2;
+    h = m[0] * h + m[1];
+  }
+  return h;
 }
 
-// dtype codes for the launchers.
-enum DType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+// a_{end} * g_{end} for the position just past segment `seg` (0 past the row's end): the
+// adjoint maps of the segments after it applied to v = 0, right to left.
+__device__ __forceinline__ float segment_exit_adjoint(const ScanParams& p, int64_t n,
+                                                      int64_t row, int64_t seg) {
+  const int64_t rows = p.batch * p.channels;
+  float v = 0.f;
+  for (int64_t s = p.num_segs - 1; s > seg; --s) {
+    const float* m = p.seg_bwd + ((n * p.num_segs + s) * rows + row) * 2;
+    v = m[1] + m[0] * v;
+  }
+  return v;
+}
+
+#endif  // __CUDACC__
 
 }  // namespace mmvmamba::cuda

@@ -6,12 +6,74 @@
 namespace mmvmamba::cuda {
 namespace {
 
-// One TPR-lane segment per (batch, channel) row; states n = 0..N-1 are scanned one after the
-// other, the output accumulating in global memory (read back only when N > 1).
-template <int TPR, typename in_t, typename bc_t>
+// Loads one chunk of a unit and builds the per-position decay a and drive x of state n.
+// Positions outside [begin, end) get the identity (a = 1, x = 0).
+template <int ITEMS, typename in_t, typename bc_t>
+__device__ __forceinline__ void chunk_decay_drive(const ScanParams& p, const UnitInfo& r,
+                                                  const in_t* u_row, const in_t* delta_row,
+                                                  const bc_t* B_n, float A_n, float bias,
+                                                  int64_t base, float (&u)[ITEMS],
+                                                  float (&a)[ITEMS], float (&x)[ITEMS]) {
+  float dt[ITEMS], Bv[ITEMS];
+  load_items<ITEMS>(u_row, base, r.end, r.valid, p.vec_ok, 0.f, u);
+  load_items<ITEMS>(delta_row, base, r.end, r.valid, p.vec_ok, 0.f, dt);
+  load_items<ITEMS>(B_n, base, r.end, r.valid, p.vec_ok, 0.f, Bv);
+#pragma unroll
+  for (int i = 0; i < ITEMS; ++i) {
+    const float z = dt[i] + bias;
+    const float d = p.softplus ? softplus(z) : z;
+    const bool in_range = base + i < r.end;
+    a[i] = in_range ? __expf(d * A_n) : 1.f;
+    x[i] = in_range ? d * Bv[i] * u[i] : 0.f;
+  }
+}
+
+// Each segment's total map h -> P h + S, per state n (only launched when S > 1).
+template <int TPR, int ITEMS, typename in_t, typename bc_t>
+__global__ void __launch_bounds__(kBlock) segment_maps_fwd_kernel(ScanParams p) {
+  constexpr int64_t kChunk = TPR * ITEMS;
+  const UnitInfo r = unit_info<TPR>(p);
+  const int64_t L = p.length, N = p.state, rows = p.batch * p.channels;
+  const in_t* u_row = static_cast<const in_t*>(p.u) + r.row * L;
+  const in_t* delta_row = static_cast<const in_t*>(p.delta) + r.row * L;
+  const bc_t* B_rows = static_cast<const bc_t*>(p.B) + (r.b * p.groups + r.k) * N * L;
+  const float bias = p.bias ? p.bias[r.c] : 0.f;
+  for (int64_t n = 0; n < N; ++n) {
+    const float A_n = p.A[r.c * N + n];
+    float P_tot = 1.f, S_tot = 0.f;
+    // Every unit walks the same number of chunks (warp shuffles need all lanes); chunks past
+    // a short final segment are fully masked.
+    for (int64_t chunk = 0; chunk < p.chunks_per_seg; ++chunk) {
+      const int64_t base = r.begin + chunk * kChunk + static_cast<int64_t>(r.lane) * ITEMS;
+      float u[ITEMS], a[ITEMS], x[ITEMS];
+      chunk_decay_drive<ITEMS>(p, r, u_row, delta_row, B_rows + n * L, A_n, bias, base, u, a,
+                               x);
+      float P = 1.f, S = 0.f;
+#pragma unroll
+      for (int i = 0; i < ITEMS; ++i) {
+        S = a[i] * S + x[i];
+        P = P * a[i];
+      }
+      segment_scan<TPR>(r.lane, P, S);
+      const float P_all = __shfl_sync(kFullMask, P, TPR - 1, TPR);
+      const float S_all = __shfl_sync(kFullMask, S, TPR - 1, TPR);
+      S_tot = P_all * S_tot + S_all;
+      P_tot = P_all * P_tot;
+    }
+    if (r.lane == 0 && r.valid) {
+      float* m = p.seg_fwd + ((n * p.num_segs + r.seg) * rows + r.row) * 2;
+      m[0] = P_tot;
+      m[1] = S_tot;
+    }
+  }
+}
+
+// One TPR-lane group per unit; states n = 0..N-1 are scanned one after the other, the output
+// accumulating in global memory (read back only when N > 1).
+template <int TPR, int ITEMS, typename in_t, typename bc_t>
 __global__ void __launch_bounds__(kBlock) scan_fwd_kernel(ScanParams p) {
-  constexpr int64_t kChunk = TPR * kItems;
-  const RowInfo r = row_info<TPR>(p);
+  constexpr int64_t kChunk = TPR * ITEMS;
+  const UnitInfo r = unit_info<TPR>(p);
   const int64_t L = p.length, N = p.state;
   const in_t* u_row = static_cast<const in_t*>(p.u) + r.row * L;
   const in_t* delta_row = static_cast<const in_t*>(p.delta) + r.row * L;
@@ -24,22 +86,19 @@ __global__ void __launch_bounds__(kBlock) scan_fwd_kernel(ScanParams p) {
 
   for (int64_t n = 0; n < N; ++n) {
     const float A_n = p.A[r.c * N + n];
-    float carry = 0.f;  // state entering the chunk
-    for (int64_t start = 0; start < L; start += kChunk) {
-      const int64_t base = start + static_cast<int64_t>(r.lane) * kItems;
-      float u[kItems], dt[kItems], Bv[kItems], Cv[kItems], a[kItems], x[kItems];
-      load_items(u_row, base, L, r.valid, p.vec_ok, 0.f, u);
-      load_items(delta_row, base, L, r.valid, p.vec_ok, 0.f, dt);
-      load_items(B_rows + n * L, base, L, r.valid, p.vec_ok, 0.f, Bv);
-      load_items(C_rows + n * L, base, L, r.valid, p.vec_ok, 0.f, Cv);
+    // State entering the chunk.
+    float carry = p.num_segs > 1 ? segment_entry_state(p, n, r.row, r.seg) : 0.f;
+    // Every unit walks the same number of chunks (warp shuffles need all lanes); chunks past
+    // a short final segment are fully masked.
+    for (int64_t chunk = 0; chunk < p.chunks_per_seg; ++chunk) {
+      const int64_t base = r.begin + chunk * kChunk + static_cast<int64_t>(r.lane) * ITEMS;
+      float u[ITEMS], a[ITEMS], x[ITEMS], Cv[ITEMS];
+      chunk_decay_drive<ITEMS>(p, r, u_row, delta_row, B_rows + n * L, A_n, bias, base, u, a,
+                               x);
+      load_items<ITEMS>(C_rows + n * L, base, r.end, r.valid, p.vec_ok, 0.f, Cv);
       float P = 1.f, S = 0.f;
 #pragma unroll
-      for (int i = 0; i < kItems; ++i) {
-        const float z = dt[i] + bias;
-        dt[i] = p.softplus ? softplus(z) : z;
-        const bool in_range = base + i < L;
-        a[i] = in_range ? __expf(dt[i] * A_n) : 1.f;
-        x[i] = in_range ? dt[i] * Bv[i] * u[i] : 0.f;
+      for (int i = 0; i < ITEMS; ++i) {
         S = a[i] * S + x[i];
         P = P * a[i];
       }
@@ -55,59 +114,69 @@ __global__ void __launch_bounds__(kBlock) scan_fwd_kernel(ScanParams p) {
       const float S_all = __shfl_sync(kFullMask, S, TPR - 1, TPR);
       carry = P_all * carry + S_all;
 
-      float y[kItems];
+      float y[ITEMS];
       if (n == 0) {
 #pragma unroll
-        for (int i = 0; i < kItems; ++i) y[i] = D * u[i];
+        for (int i = 0; i < ITEMS; ++i) y[i] = D * u[i];
       } else {
-        load_items(out_row, base, L, r.valid, p.vec_ok, 0.f, y);
+        load_items<ITEMS>(out_row, base, r.end, r.valid, p.vec_ok, 0.f, y);
       }
 #pragma unroll
-      for (int i = 0; i < kItems; ++i) {
+      for (int i = 0; i < ITEMS; ++i) {
         h = a[i] * h + x[i];
         y[i] += Cv[i] * h;
       }
-      store_items(out_row, base, L, r.valid, p.vec_ok, y);
+      store_items<ITEMS>(out_row, base, r.end, r.valid, p.vec_ok, y);
     }
   }
 }
 
+void check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  TORCH_CHECK(err == cudaSuccess, what, " CUDA launch failed: ", cudaGetErrorString(err));
+}
+
 template <int TPR, typename in_t, typename bc_t>
 void launch(const ScanParams& p, cudaStream_t stream) {
-  constexpr int kRowsPerBlock = kBlock / TPR;
-  const int64_t rows = p.batch * p.channels;
-  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
-  scan_fwd_kernel<TPR, in_t, bc_t><<<static_cast<unsigned>(blocks), kBlock, 0, stream>>>(p);
-  const cudaError_t err = cudaGetLastError();
-  TORCH_CHECK(err == cudaSuccess, "selective_scan_fwd CUDA launch failed: ",
-              cudaGetErrorString(err));
+  constexpr int kUnitsPerBlock = kBlock / TPR;
+  const int64_t units = p.batch * p.channels * p.num_segs;
+  const auto blocks = static_cast<unsigned>((units + kUnitsPerBlock - 1) / kUnitsPerBlock);
+  if (p.num_segs > 1) {
+    segment_maps_fwd_kernel<TPR, kFwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
+    check_launch("selective_scan_fwd (segment maps)");
+  }
+  scan_fwd_kernel<TPR, kFwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
+  check_launch("selective_scan_fwd");
 }
 
 template <typename in_t, typename bc_t>
-void launch_tpr(const ScanParams& p, cudaStream_t stream) {
-  if (threads_per_row(p.length) == 32) {
-    launch<32, in_t, bc_t>(p, stream);
-  } else {
-    launch<8, in_t, bc_t>(p, stream);
+void launch_tpr(const ScanParams& p, int tpr, cudaStream_t stream) {
+  switch (tpr) {
+    case 32: launch<32, in_t, bc_t>(p, stream); break;
+    case 16: launch<16, in_t, bc_t>(p, stream); break;
+    default: launch<8, in_t, bc_t>(p, stream); break;
   }
 }
 
 template <typename in_t>
-void launch_bc(const ScanParams& p, int bc_dtype, cudaStream_t stream) {
+void launch_bc(const ScanParams& p, int tpr, int bc_dtype, cudaStream_t stream) {
   if (bc_dtype == kF32) {
-    launch_tpr<in_t, float>(p, stream);
+    launch_tpr<in_t, float>(p, tpr, stream);
   } else {
-    launch_tpr<in_t, in_t>(p, stream);
+    launch_tpr<in_t, in_t>(p, tpr, stream);
   }
 }
 
 }  // namespace
 
-void launch_scan_fwd(const ScanParams& p, int in_dtype, int bc_dtype, cudaStream_t stream) {
+void launch_scan_fwd(const ScanParams& p, const LaunchConfig& cfg, int in_dtype, int bc_dtype,
+                     cudaStream_t stream) {
+  TORCH_CHECK(cfg.items == kFwdItems, "selective_scan_fwd: config built for ", cfg.items,
+              " items per lane, the kernel uses ", kFwdItems);
   switch (in_dtype) {
-    case kF32: launch_tpr<float, float>(p, stream); break;
-    case kF16: launch_bc<__half>(p, bc_dtype, stream); break;
-    case kBF16: launch_bc<__nv_bfloat16>(p, bc_dtype, stream); break;
+    case kF32: launch_tpr<float, float>(p, cfg.tpr, stream); break;
+    case kF16: launch_bc<__half>(p, cfg.tpr, bc_dtype, stream); break;
+    case kBF16: launch_bc<__nv_bfloat16>(p, cfg.tpr, bc_dtype, stream); break;
     default: TORCH_CHECK(false, "selective_scan_fwd: unsupported dtype code ", in_dtype);
   }
 }

@@ -79,6 +79,14 @@ def test_matches_reference_long(device, dtype, groups, state):
     check_against_reference(args, dtype)
 
 
+@pytest.mark.parametrize('dtype,state', [(torch.float32, 2), (torch.bfloat16, 1)])
+@pytest.mark.parametrize('device', [CUDA])
+def test_cuda_long_rows_split_into_segments(device, dtype, state):
+    """Few long rows: the CUDA kernels cut rows into segments (uneven last segment)."""
+    args = make_scan_inputs(2, 4, 128, state, 3137, dtype=dtype, seed=5, device=device)
+    check_against_reference(args, dtype)
+
+
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('per_group', [1, 2, 3, 4, 6, 24])
 def test_channel_tiling(device, per_group):
