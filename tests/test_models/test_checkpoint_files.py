@@ -139,6 +139,9 @@ def test_init_cfg_errors(sources, small_arch, tmp_path):
     with pytest.raises(ValueError, match='takes checkpoint'):
         VMamba(arch=small_arch, init_cfg=dict(type='Pretrained', checkpoint=sources['bare'],
                                               strict=False)).init_weights()
+    with pytest.raises(ValueError, match='single dict'):
+        VMamba(arch=small_arch, init_cfg=[dict(type='Pretrained', checkpoint=sources['bare'])]
+               ).init_weights()
     with pytest.raises(KeyError, match='use_ema'):
         VMamba(arch=small_arch, init_cfg=dict(type='Pretrained', checkpoint=sources['mmdet'],
                                               use_ema=True)).init_weights()

@@ -258,6 +258,11 @@ class VMamba(BaseModule):
                 use_ema=cfg.get('use_ema', False), map_location=cfg.get('map_location', 'cpu'))
             self._is_init = True
             return
+        if isinstance(cfg, (list, tuple)) and any(
+                isinstance(c, dict) and c.get('type') == 'Pretrained' for c in cfg):
+            raise ValueError("Give VMamba's Pretrained init_cfg as a single dict, not in a list "
+                             '(a list would go to mmengine, which neither converts reference '
+                             'checkpoints nor loads strictly)')
         if cfg is not None:
             super().init_weights()
             return
