@@ -120,8 +120,19 @@ def row(**kw) -> dict:
     return out
 
 
+#: CSV file that every reported row is appended to at once (so a run cut short keeps its rows).
+LIVE_CSV: list = []
+
+
 def report(rows: list[dict], entry: dict) -> None:
     rows.append(entry)
+    for path in LIVE_CSV:
+        new = not os.path.exists(path)
+        with open(path, 'a', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(entry)
     shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in entry.items() if v != ''}
     print(json.dumps(shown), flush=True)  # noqa: T201 (CLI output)
 
@@ -277,7 +288,8 @@ def plot(rows: list[dict], path: str, device: str) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5))
+    resolution = [r for r in rows if r['section'] == 'resolution' and r['img_per_s'] != '']
+    fig, axes = plt.subplots(1, 3 if resolution else 2, figsize=(18 if resolution else 12, 5))
     for ax, mode in zip(axes[:2], ('infer', 'train')):
         picked = [r for r in rows if r['section'] in ('models', 'compile') and r['mode'] == mode]
         labels = [f"{r['model']}\n{r['variant']}" for r in picked]
@@ -285,16 +297,15 @@ def plot(rows: list[dict], path: str, device: str) -> None:
         ax.set_xticks(range(len(picked)), labels, rotation=60, fontsize=7)
         what = 'bf16 inference' if mode == 'infer' else 'fp16-AMP training'
         ax.set_title(f'{what}, 224x224, img/s ({device})', fontsize=9)
-    ax = axes[2]
-    for name in sorted({r['model'] for r in rows if r['section'] == 'resolution'}):
-        pts = [(r['size'], r['img_per_s']) for r in rows
-               if r['section'] == 'resolution' and r['model'] == name and r['img_per_s'] != '']
-        if pts:
+    if resolution:
+        ax = axes[2]
+        for name in sorted({r['model'] for r in resolution}):
+            pts = [(r['size'], r['img_per_s']) for r in resolution if r['model'] == name]
             ax.plot(*zip(*pts), marker='o', label=name)
-    ax.set_yscale('log')
-    ax.set_xlabel('input size')
-    ax.set_title(f'bf16 inference, batch 32, img/s ({device})', fontsize=9)
-    ax.legend(fontsize=7)
+        ax.set_yscale('log')
+        ax.set_xlabel('input size')
+        ax.set_title(f'bf16 inference, batch 32, img/s ({device})', fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -323,6 +334,11 @@ def main() -> None:
     env = environment()
     print(json.dumps(env))  # noqa: T201 (CLI output)
     sections = args.sections.split(',')
+    tag = '_'.join(s for s in sections if s != 'profile') or 'profile'
+    csv_path = os.path.join(args.out, f'benchmark_{tag}.csv')
+    if os.path.exists(csv_path):
+        os.remove(csv_path)
+    LIVE_CSV.append(csv_path)
     rows: list[dict] = []
     if 'core' in sections:
         bench_core(rows, args.core_backends.split(','), args.warmup, args.iters,
@@ -337,11 +353,6 @@ def main() -> None:
                      True)
     if 'profile' in sections:
         profile_vmamba(args.out, args.batch)
-    tag = '_'.join(s for s in sections if s != 'profile') or 'profile'
-    with open(os.path.join(args.out, f'benchmark_{tag}.csv'), 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
     with open(os.path.join(args.out, f'environment_{tag}.json'), 'w') as f:
         json.dump(env, f, indent=1)
     if any(r['section'] in ('models', 'compile', 'resolution') for r in rows):
