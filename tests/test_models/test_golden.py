@@ -15,6 +15,7 @@ from model_testdata import FIXTURES, load_converter
 
 import mmvmamba  # noqa: F401  (registers VMamba into mmpretrain's MODELS)
 from mmvmamba.models import VMamba
+from mmvmamba.ops import dispatch
 
 # The fixture expects ~1e-5; the issue's bar is 1e-4 absolute in fp32.
 ATOL = 1e-4
@@ -47,17 +48,39 @@ def _max_errors(outs, refs) -> list[float]:
     return errors
 
 
-@pytest.mark.parametrize('name, key', [('even', 'backbone'), ('odd', 'backbone_odd')])
-def test_backbone_matches_reference(converted, small_arch, fixture_inputs, fixture_outputs, name,
-                                    key):
-    model = VMamba(arch=small_arch, drop_path_rate=0.0,
+def _require(op: str, backend: str, device: str) -> None:
+    """Skip, saying why, when ``backend`` of ``op`` cannot run on ``device``."""
+    ok, reason = dispatch.available_backends(op, device).get(backend, (False, 'not registered'))
+    if not ok:
+        pytest.skip(f'{op} backend {backend!r} unavailable on {device}: {reason}')
+
+
+# (device, ss2d-core backend, scan backend): every path a user can select.
+BACKENDS = [
+    ('cpu', 'reference', 'reference'),
+    ('cpu', 'reference', 'compiled'),
+    pytest.param('cuda', 'reference', 'reference', marks=pytest.mark.gpu),
+    pytest.param('cuda', 'reference', 'compiled', marks=pytest.mark.gpu),
+    pytest.param('cuda', 'fused', None, marks=pytest.mark.gpu),
+]
+
+
+@pytest.mark.parametrize('device, core_backend, scan_backend', BACKENDS)
+def test_backbone_matches_reference(converted, small_arch, fixture_inputs, fixture_outputs,
+                                    no_tf32, device, core_backend, scan_backend):
+    _require('ss2d_core', core_backend, device)
+    if scan_backend is not None:
+        _require('selective_scan', scan_backend, device)
+    model = VMamba(arch=small_arch, drop_path_rate=0.0, scan_backend=scan_backend,
+                   core_backend=core_backend,
                    init_cfg=dict(type='Pretrained', checkpoint=converted['backbone']))
     model.init_weights()
-    model.eval()
-    with torch.no_grad():
-        outs = model(fixture_inputs[name])
-    errors = _max_errors(outs, fixture_outputs[key])
-    assert max(errors) < ATOL, f'max abs errors per stage: {errors}'
+    model.eval().to(device)
+    for name, key in (('even', 'backbone'), ('odd', 'backbone_odd')):
+        with torch.no_grad():
+            outs = [o.cpu() for o in model(fixture_inputs[name].to(device))]
+        errors = _max_errors(outs, fixture_outputs[key])
+        assert max(errors) < ATOL, f'{key}: max abs errors per stage: {errors}'
 
 
 @pytest.mark.parametrize('name, key', [('even', 'logits'), ('odd', 'logits_odd')])
