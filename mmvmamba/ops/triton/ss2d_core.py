@@ -89,6 +89,10 @@ def _check(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A_logs: Te
     if directions != DIRECTIONS or inner != x.shape[1]:
         raise ValueError(f'ss2d_core (fused): x_proj_weight {tuple(x_proj_weight.shape)} does '
                          f'not match (4, R+2N, Din={x.shape[1]})')
+    if inner * x.shape[2] * x.shape[3] >= 2**31:
+        raise ValueError(f'ss2d_core (fused): Din * H * W = {inner} * {x.shape[2]} * '
+                         f'{x.shape[3]} must be < 2**31 (the kernels index one image with int32);'
+                         f' use backend="reference" for such maps')
     if A_logs.shape[-1] != 1 or proj_dim != rank + 2:
         raise NotImplementedError(
             f'ss2d_core (fused) supports d_state N = 1 only, got A_logs {tuple(A_logs.shape)} '

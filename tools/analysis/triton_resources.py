@@ -1,0 +1,78 @@
+"""Registers, spills and SASS instruction mix of the fused SS2D scan kernels, without a GPU.
+
+Triton compiles for a named target (sm_90 by default) on any machine; the ptxas / cuobjdump it
+ships report each kernel's registers and stack (spill) bytes and disassemble it. Use it to
+check a kernel change before spending device time (``docs/benchmarks.md`` lists past results).
+
+Example::
+
+    python tools/analysis/triton_resources.py --block-d 4 --block-l 256 --rank 6 --warps 4
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import tempfile
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from mmvmamba.ops.triton.ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
+
+FWD_POINTERS = ('x_ptr', 'proj_ptr', 'wdt_ptr', 'bias_ptr', 'a_ptr', 'ds_ptr', 'y_ptr',
+                'states_ptr', 'seg_decay_ptr', 'seg_state_ptr')
+BWD_POINTERS = ('x_ptr', 'proj_ptr', 'wdt_ptr', 'bias_ptr', 'a_ptr', 'ds_ptr', 'gy_ptr',
+                'states_ptr', 'seg_decay_ptr', 'seg_carry_ptr', 'gx_ptr', 'gz_ptr', 'gproj_ptr',
+                'gchan_ptr')
+INTS = ('D', 'L', 'H', 'W', 'NCH', 'NSEG', 'SEG_CH')
+HALF_POINTERS = ('x_ptr', 'proj_ptr', 'gz_ptr')  # in the activation's dtype
+
+
+def inspect(kernel, pointers, constexprs: dict, args: argparse.Namespace) -> str:
+    signature = {p: '*' + (args.dtype if p in HALF_POINTERS else 'fp32') for p in pointers}
+    signature.update({name: 'i32' for name in INTS})
+    signature.update({name: 'constexpr' for name in constexprs})
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                              target=GPUTarget('cuda', args.arch, 32),
+                              options=dict(num_warps=args.warps))
+    tools = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin')
+    with tempfile.NamedTemporaryFile(suffix='.cubin') as cubin:
+        cubin.write(compiled.asm['cubin'])
+        cubin.flush()
+        usage = subprocess.run([os.path.join(tools, 'cuobjdump'), '--dump-resource-usage',
+                                cubin.name], capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([os.path.join(tools, 'cuobjdump'), '-sass', cubin.name],
+                              capture_output=True, text=True, check=True).stdout
+    resources = re.search(r'REG:(\d+) STACK:(\d+)', usage)
+    ops = re.findall(r'^\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)', sass, re.M)
+    mix = collections.Counter(ops).most_common(args.top)
+    return (f'registers {resources.group(1)}, stack {resources.group(2)} B, '
+            f'{len(ops)} instructions: ' + ', '.join(f'{op} {n}' for op, n in mix))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--block-d', type=int, default=4)
+    parser.add_argument('--block-l', type=int, default=256)
+    parser.add_argument('--rank', type=int, default=6, help='dt rank R')
+    parser.add_argument('--warps', type=int, default=4)
+    parser.add_argument('--dt-dot', action='store_true')
+    parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp16', 'fp32'])
+    parser.add_argument('--arch', type=int, default=90)
+    parser.add_argument('--top', type=int, default=10, help='instruction kinds shown')
+    args = parser.parse_args()
+    base = dict(R=args.rank, RP=max(16, triton.next_power_of_2(args.rank)), BD=args.block_d,
+                BL=args.block_l, DT_DOT=args.dt_dot)
+    for name, kernel, pointers in (('fwd', ss2d_scan_fwd_kernel, FWD_POINTERS),
+                                   ('bwd', ss2d_scan_bwd_kernel, BWD_POINTERS)):
+        for summary in (False, True):
+            report = inspect(kernel, pointers, dict(base, SUMMARY=summary), args)
+            print(f'{name}{" summary" if summary else ""}: {report}')  # noqa: T201 (CLI)
+
+
+if __name__ == '__main__':
+    main()
