@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from model_testdata import FIXTURES, load_converter
+from model_testdata import FIXTURES, captured_log, load_converter
 
 from mmvmamba.models import VMamba
 from mmvmamba.utils.checkpoint import CheckpointMismatchError
@@ -122,7 +122,15 @@ def test_pickled_checkpoint_needs_the_explicit_flag(converter, tmp_path, fixture
 @pytest.mark.parametrize('source', ['imagenet', 'imagenet_4d', 'mmdet', 'bare'])
 def test_init_cfg_pretrained_loads_every_layout(sources, small_arch, fixture_state, source):
     model = VMamba(arch=small_arch, init_cfg=dict(type='Pretrained', checkpoint=sources[source]))
-    model.init_weights()
+    with captured_log() as records:
+        model.init_weights()
+    messages = '\n'.join(r.getMessage() for r in records)
+    from_imagenet = source.startswith('imagenet')
+    num = len([k for k in fixture_state if not (from_imagenet and k.startswith('outnorm'))])
+    assert f'loaded {num} tensors from {sources[source]}' in messages
+    # What an ImageNet checkpoint cannot hold is said, never silent.
+    assert ('they start fresh' in messages) == from_imagenet
+    assert ('dropped the classifier keys' in messages) == from_imagenet
     state = model.state_dict()
     for key, value in fixture_state.items():
         if key.startswith('outnorm') and source.startswith('imagenet'):
