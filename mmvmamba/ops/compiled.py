@@ -1,10 +1,10 @@
 """The compiled selective-scan op (C++ for CPU, CUDA for GPU) from ``kernels/selective_scan``.
 
 The shared library ``mmvmamba._C`` defines, with ``TORCH_LIBRARY``, the custom ops
-``torch.ops.mmvmamba.selective_scan_fwd`` and ``torch.ops.mmvmamba.selective_scan_bwd``. This
-module loads it on first use and adds what Python provides: the autograd formula
-(``torch.library.register_autograd``) and fake implementations (``torch.library.register_fake``)
-for ``torch.compile`` and ``torch.library.opcheck``.
+``torch.ops.mmvmamba.selective_scan_fwd`` and ``torch.ops.mmvmamba.selective_scan_bwd``. The
+library also registers the autograd formula (in C++, for speed). This module loads it on first
+use and adds the fake implementations (``torch.library.register_fake``) that ``torch.compile``
+and ``torch.library.opcheck`` need.
 
 Loading is lazy so that ``import mmvmamba.ops`` works without the library; the dispatcher then
 reports the compiled backend as unavailable, with the build command, and refuses it if forced.
@@ -27,7 +27,12 @@ _STATE = {'module': None, 'error': None}
 
 
 def _register_python_parts() -> None:
-    """Attach autograd and fake implementations to the ops defined by the library."""
+    """Attach fake implementations (for torch.compile / FakeTensor) to the library's ops.
+
+    Autograd is registered in C++ (``kernels/selective_scan/selective_scan_autograd.cpp``):
+    ``torch.library.register_autograd`` added several hundred microseconds per
+    forward+backward, which dominated small scans on the GPU.
+    """
 
     @torch.library.register_fake('mmvmamba::selective_scan_fwd')
     def _fwd_fake(u, delta, A, B, C, D, delta_bias, delta_softplus):
@@ -43,21 +48,6 @@ def _register_python_parts() -> None:
                 torch.empty_like(B, memory_format=torch.contiguous_format),
                 torch.empty_like(C, memory_format=torch.contiguous_format),
                 u.new_empty((channels,), **f32), u.new_empty((channels,), **f32))
-
-    def _setup_context(ctx, inputs, output):
-        u, delta, A, B, C, D, delta_bias, delta_softplus = inputs
-        ctx.save_for_backward(u, delta, A, B, C, D, delta_bias)
-        ctx.delta_softplus = delta_softplus
-
-    def _backward(ctx, dout):
-        u, delta, A, B, C, D, delta_bias = ctx.saved_tensors
-        du, ddelta, dA, dB, dC, dD, dbias = torch.ops.mmvmamba.selective_scan_bwd(
-            dout, u, delta, A, B, C, D, delta_bias, ctx.delta_softplus)
-        return (du, ddelta, dA, dB, dC, dD if D is not None else None,
-                dbias if delta_bias is not None else None, None)
-
-    torch.library.register_autograd('mmvmamba::selective_scan_fwd', _backward,
-                                    setup_context=_setup_context)
 
 
 def load():
