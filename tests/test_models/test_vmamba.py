@@ -143,7 +143,8 @@ def test_ssm_initialisation():
     assert torch.equal(op.Ds, torch.ones(4 * din))
     dt = torch.nn.functional.softplus(op.dt_projs_bias)
     assert dt.min() >= 1e-3 * (1 - 1e-5) and dt.max() <= 0.1 * (1 + 1e-5)
-    assert 0.01 < dt.log().mean().exp() < 0.02  # log-uniform on [1e-3, 1e-1]: geo-mean 0.01
+    # log dt ~ U(log 1e-3, log 1e-1): geometric mean 0.01; 512 samples -> within exp(+-0.3).
+    assert 0.0074 < dt.log().mean().exp() < 0.0135
     assert torch.equal(SS2D(16, d_state=3).A_logs[5], torch.tensor([1.0, 2.0, 3.0]).log())
     # Linear-type weights: truncated normal std 0.02, no bias on in/out_proj.
     assert op.in_proj.bias is None and op.out_proj.bias is None
