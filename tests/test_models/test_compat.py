@@ -83,3 +83,25 @@ def test_pretrained_path_loads(tmp_path, fixture_state):
 def test_use_checkpoint_is_with_cp():
     model = MM_VSSM(**reference_config(use_checkpoint=True))
     assert model.with_cp and model.layers[0].blocks[0].with_cp
+
+
+def test_reference_config_merged_into_mmdet_swin_base(tmp_path, fixture_state):
+    """A reference detection config, merged by mmengine into mmdet's Swin-T Mask R-CNN base
+    (as the reference ran it), builds through mmdet's registry: Swin's keys are dropped with one
+    warning, its Swin init_cfg never loads."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    backbone = reference_config(drop_path_rate=0.2)
+    config = tmp_path / 'mask_rcnn_vssm_fpn_coco_small_fixture.py'
+    config.write_text(
+        "_base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']\n"
+        f'model = dict(backbone=dict(type="MM_VSSM", **{backbone!r}))\n')
+    merged = Config.fromfile(str(config)).model.backbone
+    assert 'num_heads' in merged and 'init_cfg' in merged  # the Swin leftovers are really there
+    with captured_log() as records:
+        model = MODELS.build(merged)
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and 'num_heads' in warnings[0] and 'init_cfg' in warnings[0]
+    assert type(model) is MM_VSSM and model.init_cfg is None
+    model.init_weights()  # nothing to load: must not try Swin's URL
+    assert list(model.state_dict()) == list(fixture_state)
