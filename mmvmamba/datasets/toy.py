@@ -68,6 +68,8 @@ def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: float) 
 def _place_circles(rng: np.random.Generator, count: int, height: int, width: int,
                    r_min: float, r_max: float, gap: float) -> list[tuple[float, float, float]]:
     """Up to ``count`` circles ``(cx, cy, r)`` inside the image that keep ``gap`` pixels apart."""
+    if min(height, width) < 2 * r_max + 4:
+        raise ValueError(f'a {height} x {width} image is too small for shapes of radius {r_max}')
     placed: list[tuple[float, float, float]] = []
     for _ in range(50 * count):
         if len(placed) == count:
@@ -84,7 +86,9 @@ def _coco_image(rng: np.random.Generator, height: int, width: int):
     img = Image.fromarray(_background(rng, height, width))
     draw = ImageDraw.Draw(img)
     instances = []
-    for cx, cy, r in _place_circles(rng, int(rng.integers(1, 5)), height, width, 13, 32, 4):
+    side = min(height, width)  # shape radii scale with the image: 13-32 px at 128 x 160
+    for cx, cy, r in _place_circles(rng, int(rng.integers(1, 5)), height, width, 0.1 * side,
+                                    0.25 * side, 4):
         kind = int(rng.integers(len(TOY_DET_CLASSES)))
         poly = _shape_polygon(kind, cx, cy, r, rng)
         draw.polygon(poly, fill=_jitter(rng, TOY_DET_PALETTE[kind], 35))
@@ -130,7 +134,9 @@ def _ade_image(rng: np.random.Generator, height: int, width: int):
         rgb[band] = _jitter(rng, TOY_SEG_PALETTE[cls - 1], 25)
         label[band] = cls
     canvas = Image.fromarray(np.zeros((height, width), np.uint8))
-    for cx, cy, r in _place_circles(rng, int(rng.integers(1, 4)), height, width, 10, 28, 6):
+    side = min(height, width)  # object radii scale with the image: 10-28 px at 128 x 160
+    for cx, cy, r in _place_circles(rng, int(rng.integers(1, 4)), height, width, 0.08 * side,
+                                    0.22 * side, 6):
         cls = int(rng.integers(4, 6))
         if cls == 4:
             box = [cx - r, cy - r, cx + r, cy + r]

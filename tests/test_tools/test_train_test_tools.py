@@ -10,7 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mmengine.config import Config
-from tool_helpers import REPO, TOY_DET, TOY_SEG, last_metrics, load_tool, run
+from tool_helpers import (
+    FAST_DET,
+    FAST_SEG,
+    REPO,
+    TEST_HW,
+    TOY_DET,
+    TOY_SEG,
+    last_metrics,
+    load_tool,
+    run,
+)
 
 from mmvmamba.datasets import make_toy_data
 
@@ -23,8 +33,9 @@ def workspace(tmp_path_factory) -> Path:
     """A folder with data/toy/{coco,ade} holding 4 train / 2 val images each (the tools run
     with it as the working directory, so the configs' relative data roots point there)."""
     root = tmp_path_factory.mktemp('toy_ws')
-    make_toy_data(root / 'data/toy/coco', 'coco', num_train=4, num_val=2)
-    make_toy_data(root / 'data/toy/ade', 'ade', num_train=4, num_val=2)
+    h, w = TEST_HW
+    make_toy_data(root / 'data/toy/coco', 'coco', num_train=4, num_val=2, height=h, width=w)
+    make_toy_data(root / 'data/toy/ade', 'ade', num_train=4, num_val=2, height=h, width=w)
     return root
 
 
@@ -32,7 +43,7 @@ def workspace(tmp_path_factory) -> Path:
 def det_run(workspace) -> Path:
     work_dir = workspace / 'work_det'
     run([sys.executable, str(REPO / 'tools/train.py'), str(TOY_DET), '--work-dir', str(work_dir),
-         '--cfg-options', *FAST], cwd=workspace)
+         '--cfg-options', *FAST, *FAST_DET], cwd=workspace)
     return work_dir
 
 
@@ -40,7 +51,7 @@ def det_run(workspace) -> Path:
 def seg_run(workspace) -> Path:
     work_dir = workspace / 'work_seg'
     run([sys.executable, str(REPO / 'tools/train.py'), str(TOY_SEG), '--work-dir', str(work_dir),
-         '--cfg-options', *FAST], cwd=workspace)
+         '--cfg-options', *FAST, *FAST_SEG], cwd=workspace)
     return work_dir
 
 
@@ -52,7 +63,7 @@ def test_train_then_test_detection(workspace, det_run):
     out = workspace / 'det_preds.pkl'
     test_dir = workspace / 'test_det'
     run([sys.executable, str(REPO / 'tools/test.py'), str(TOY_DET), str(ckpt), '--work-dir',
-         str(test_dir), '--out', str(out)], cwd=workspace)
+         str(test_dir), '--out', str(out), '--cfg-options', *FAST_DET], cwd=workspace)
     metrics = last_metrics(test_dir)
     # same checkpoint, same data, same metric: the test tool reproduces the training-time eval
     for key in ('coco/bbox_mAP', 'coco/segm_mAP'):
@@ -68,7 +79,7 @@ def test_train_then_test_segmentation_with_tta(workspace, seg_run):
     assert 'mIoU' in last_metrics(seg_run)
     test_dir = workspace / 'test_seg_tta'
     run([sys.executable, str(REPO / 'tools/test.py'), str(TOY_SEG), str(ckpt), '--tta',
-         '--work-dir', str(test_dir)], cwd=workspace)
+         '--work-dir', str(test_dir), '--cfg-options', *FAST_SEG[:1]], cwd=workspace)
     log = next(test_dir.glob('*/*.log')).read_text()
     assert 'SegTTAModel' in log or 'tta' in log.lower()
     assert 'mIoU' in last_metrics(test_dir)
@@ -77,22 +88,25 @@ def test_train_then_test_segmentation_with_tta(workspace, seg_run):
 def test_det_inferencer_on_an_image_file(workspace, det_run):
     from mmdet.apis import DetInferencer
     image = next((workspace / 'data/toy/coco/val').glob('*.jpg'))
-    inferencer = DetInferencer(model=str(TOY_DET), weights=str(det_run / 'epoch_1.pth'),
+    # the config the run dumped (the toy config with the test's overrides)
+    config = det_run / TOY_DET.name
+    inferencer = DetInferencer(model=str(config), weights=str(det_run / 'epoch_1.pth'),
                                device='cpu', show_progress=False)
     result = inferencer(str(image), return_datasamples=True)
     sample = result['predictions'][0]
-    assert sample.pred_instances.masks.shape[-2:] == (128, 160)
+    assert sample.pred_instances.masks.shape[-2:] == TEST_HW
     assert inferencer.model.dataset_meta['classes'] == ('square', 'disk', 'triangle')
 
 
 def test_seg_inferencer_on_an_image_file(workspace, seg_run):
     from mmseg.apis import MMSegInferencer
     image = next((workspace / 'data/toy/ade/images/validation').glob('*.jpg'))
-    inferencer = MMSegInferencer(model=str(TOY_SEG), weights=str(seg_run / 'epoch_1.pth'),
+    inferencer = MMSegInferencer(model=str(seg_run / TOY_SEG.name),
+                                 weights=str(seg_run / 'epoch_1.pth'),
                                  device='cpu')
     result = inferencer(str(image), return_datasamples=True)
     labels = result.pred_sem_seg.data
-    assert labels.shape[-2:] == (128, 160)
+    assert labels.shape[-2:] == TEST_HW
     assert set(np.unique(labels.numpy()).tolist()) <= set(range(5))
 
 
@@ -149,7 +163,8 @@ def test_amp_training_on_gpu(workspace):
         pytest.skip('needs a CUDA device')
     work_dir = workspace / 'work_amp'
     run([sys.executable, str(REPO / 'tools/train.py'), str(TOY_DET), '--amp', '--work-dir',
-         str(work_dir), '--cfg-options', *FAST, 'train_cfg.val_interval=100'], cwd=workspace)
+         str(work_dir), '--cfg-options', *FAST, *FAST_DET, 'train_cfg.val_interval=100'],
+        cwd=workspace)
     log = next(work_dir.glob('*/*.log')).read_text()
     assert 'AmpOptimWrapper' in log
     assert (work_dir / 'epoch_1.pth').is_file()
