@@ -67,7 +67,7 @@ void compute_decay_drive(const float* dt, float a, const float* Bn, const float*
 
 // Gradient terms of state n for one row, once states and adjoints are known.
 // h_shift[0] = 0 and h_shift[l + 1] = h_l; g[l] is the adjoint of h_l. Adds to du and ddt,
-// writes this row's dB, dC contributions, returns its dA contribution.
+// adds this row's dB, dC contributions to the tile's sums, returns its dA contribution.
 MMVMAMBA_MULTIVERSION
 float state_grads(const float* gy, const float* u, const float* dt, const float* decay,
                   const float* h_shift, const float* g, float a, const float* Bn, int64_t L,
@@ -76,8 +76,8 @@ float state_grads(const float* gy, const float* u, const float* dt, const float*
 #pragma omp simd reduction(+ : dA)
   for (int64_t l = 0; l < L; ++l) {
     const float g_dt = g[l] * dt[l];
-    dCn[l] = gy[l] * h_shift[l + 1];
-    dBn[l] = g_dt * u[l];
+    dCn[l] += gy[l] * h_shift[l + 1];
+    dBn[l] += g_dt * u[l];
     du[l] += g_dt * Bn[l];
     const float d_log_decay = g[l] * h_shift[l] * decay[l];  // gradient w.r.t. dt * A
     dA += d_log_decay * dt[l];
@@ -186,8 +186,8 @@ void scan_fwd_tile(const Tile& t, bool softplus, float* out, float* scratch) {
   }
 }
 
-// Gradient outputs of a tile (fp32). du, ddelta (R, L); dB, dC per-row contributions (R, N, L);
-// dA (R, N); dD, dbias (R).
+// Gradient outputs of a tile (fp32). du, ddelta (R, L); dB, dC the tile's contributions summed
+// over its R rows (N, L); dA (R, N); dD, dbias (R).
 struct TileGrads {
   float* du;
   float* ddelta;
@@ -222,11 +222,13 @@ void scan_bwd_tile(const Tile& t, bool softplus, const float* gy, const TileGrad
     }
     recurrence_states<R>(decay, L, h_shift);
     recurrence_adjoint<R>(decay, gy, t.C + n * L, L, g);
+    std::fill_n(out.dB + n * L, L, 0.0f);
+    std::fill_n(out.dC + n * L, L, 0.0f);
     for (int j = 0; j < R; ++j) {
       out.dA[j * N + n] = state_grads(
           gy + j * L, t.u + j * L, dt + j * L, decay + j * L, h_shift + j * (L + 1),
           g + j * L, t.A[j * N + n], t.B + n * L, L, out.du + j * L, ddt + j * L,
-          out.dB + (j * N + n) * L, out.dC + (j * N + n) * L);
+          out.dB + n * L, out.dC + n * L);
     }
   }
   for (int j = 0; j < R; ++j) {
@@ -333,9 +335,10 @@ ScanGrads selective_scan_bwd_cpu(const at::Tensor& dout, const at::Tensor& u,
   const auto f32 = u.options().dtype(at::kFloat);
   at::Tensor du = at::empty({s.batch, s.channels, L}, f32);
   at::Tensor ddelta = at::empty({s.batch, s.channels, L}, f32);
-  // Per-channel contributions, reduced over the channels of a group / the batch below.
-  at::Tensor dB_rows = at::empty({s.batch, s.channels, N, L}, f32);
-  at::Tensor dC_rows = at::empty({s.batch, s.channels, N, L}, f32);
+  // Per-tile (dB, dC) and per-row contributions, reduced over a group's tiles / the batch below.
+  const int64_t tiles_per_group = s.channels / s.groups / p.rows_per_tile;
+  at::Tensor dB_tiles = at::empty({s.batch, s.groups, tiles_per_group, N, L}, f32);
+  at::Tensor dC_tiles = at::empty({s.batch, s.groups, tiles_per_group, N, L}, f32);
   at::Tensor dA_rows = at::empty({s.batch, s.channels, N}, f32);
   at::Tensor dD_rows = at::empty({s.batch, s.channels}, f32);
   at::Tensor dbias_rows = at::empty({s.batch, s.channels}, f32);
@@ -347,8 +350,8 @@ ScanGrads selective_scan_bwd_cpu(const at::Tensor& dout, const at::Tensor& u,
         const int64_t row = p.first_row(i);
         const TileGrads grads{du.data_ptr<float>() + row * L,
                               ddelta.data_ptr<float>() + row * L,
-                              dB_rows.data_ptr<float>() + row * N * L,
-                              dC_rows.data_ptr<float>() + row * N * L,
+                              dB_tiles.data_ptr<float>() + i * N * L,
+                              dC_tiles.data_ptr<float>() + i * N * L,
                               dA_rows.data_ptr<float>() + row * N,
                               dD_rows.data_ptr<float>() + row,
                               dbias_rows.data_ptr<float>() + row};
@@ -356,15 +359,11 @@ ScanGrads selective_scan_bwd_cpu(const at::Tensor& dout, const at::Tensor& u,
       }
     });
   });
-  const int64_t per_group = s.channels / s.groups;
-  auto group_sum = [&](const at::Tensor& rows) {
-    return rows.view({s.batch, s.groups, per_group, N, L}).sum(2);
-  };
   return {du.to(u.scalar_type()),
           ddelta.to(delta.scalar_type()),
           dA_rows.sum(0),
-          group_sum(dB_rows).to(B.scalar_type()),
-          group_sum(dC_rows).to(C.scalar_type()),
+          dB_tiles.sum(2).to(B.scalar_type()),
+          dC_tiles.sum(2).to(C.scalar_type()),
           dD_rows.sum(0),
           dbias_rows.sum(0)};
 }

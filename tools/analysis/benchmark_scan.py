@@ -56,7 +56,7 @@ def make_inputs(shape, groups, state, dtype, device, requires_grad):
 
 
 class Timer:
-    """Median wall time of a callable, synchronised on CUDA."""
+    """(median, min) wall time in ms of a callable, synchronised on CUDA."""
 
     def __init__(self, device, warmup, iters):
         self.device, self.warmup, self.iters = device, warmup, iters
@@ -79,7 +79,7 @@ class Timer:
                 t0 = time.perf_counter()
                 fn()
                 times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
+        return statistics.median(times), min(times)
 
 
 def bench_backend(name, shape, args_ns, device, timer):
@@ -142,19 +142,25 @@ def main():
         where = f'CPU, {torch.get_num_threads()} threads'
     print(f'selective_scan benchmark: device {where}; torch {torch.__version__}; '
           f'dtype {args.dtype} in / fp32 out; K={args.groups}, N={args.state}; '
-          f'median of {args.iters} after {args.warmup} warm-up; times in ms')
-    header = f"{'shape (B, K*Cg, L)':<22}{'backend':<12}{'fwd':>10}{'fwd+bwd':>10}"
+          f'median (and min) of {args.iters} after {args.warmup} warm-up; times in ms')
+    header = (f"{'shape (B, K*Cg, L)':<22}{'backend':<12}{'fwd':>10}{'fwd+bwd':>10}"
+              f"{'fwd min':>10}{'f+b min':>10}")
     print(header)
     print('-' * len(header))
     rows = []
     for shape in shapes:
         for name in backends:
-            fwd, train = bench_backend(name, tuple(shape), args, device, timer)
-            train_text = f'{train:10.3f}' if train is not None else f"{'-':>10}"
-            print(f'{str(tuple(shape)):<22}{name:<12}{fwd:10.3f}{train_text}')
+            (fwd, fwd_min), train = bench_backend(name, tuple(shape), args, device, timer)
+            train, train_min = train if train is not None else (None, None)
+
+            def cell(value):
+                return f'{value:10.3f}' if value is not None else f"{'-':>10}"
+
+            print(f'{str(tuple(shape)):<22}{name:<12}{cell(fwd)}{cell(train)}{cell(fwd_min)}'
+                  f'{cell(train_min)}')
             rows.append(dict(shape=list(shape), backend=name, fwd_ms=fwd, fwd_bwd_ms=train,
-                             device=where, dtype=args.dtype, groups=args.groups,
-                             state=args.state))
+                             fwd_min_ms=fwd_min, fwd_bwd_min_ms=train_min, device=where,
+                             dtype=args.dtype, groups=args.groups, state=args.state))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(rows, f, indent=1)
