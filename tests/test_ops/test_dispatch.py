@@ -115,3 +115,24 @@ def test_resolution_compiles_without_graph_break(monkeypatch):
 
     compiled = torch.compile(fn, fullgraph=True, backend='eager')
     torch.testing.assert_close(compiled(args['u'], args['delta']), fn(args['u'], args['delta']))
+
+
+def test_missing_library_is_an_error_with_build_instructions(monkeypatch):
+    """Forcing the compiled scan without mmvmamba._C says how to build it; auto falls back."""
+    from mmvmamba.ops import compiled
+    monkeypatch.setitem(compiled._STATE, 'module', None)
+    monkeypatch.setitem(compiled._STATE, 'error', 'the compiled op mmvmamba._C could not be '
+                        f'loaded (simulated); {compiled.BUILD_HINT}')
+    with pytest.raises(RuntimeError, match='setup.py build_ext --inplace'):
+        dispatch.resolve_name('selective_scan', 'compiled', 'cpu')
+    assert dispatch.resolve_name('selective_scan', 'auto', 'cpu') == 'reference'
+
+
+def test_cuda_availability_of_a_cpu_only_build():
+    from mmvmamba.ops import compiled
+    module = compiled.load()
+    ok, reason = compiled.availability(torch.device('cuda'))
+    if module.with_cuda():
+        assert ok and module.cuda_archs()
+    else:
+        assert not ok and 'MMVMAMBA_CUDA_ARCH_LIST' in reason
