@@ -55,6 +55,8 @@ class Backend:
 
 _REGISTRY: Dict[str, Dict[str, Backend]] = {}
 _LOGGED: set = set()
+# Eager-mode memo of resolve(): (op, backend, env value, device type) -> implementation.
+_RESOLVED: Dict[tuple, Callable] = {}
 
 
 def _always(device: torch.device) -> Tuple[bool, str]:
@@ -78,6 +80,7 @@ def register(op: str,
     if name.lower() in _AUTO:
         raise ValueError(f"'{name}' is reserved and cannot name a backend of {op}")
     _REGISTRY.setdefault(op, {})[name] = Backend(name, fn, check or _always, priority)
+    _RESOLVED.clear()
 
 
 def registered_backends(op: str) -> Dict[str, Backend]:
@@ -157,7 +160,16 @@ def resolve_name(op: str, backend: Optional[str], device_type: str) -> str:
 def resolve(op: str, backend: Optional[str], device: torch.device) -> Callable:
     """Return the implementation of ``op`` chosen for ``backend`` on ``device``.
 
-    See :func:`resolve_name` for the rules.
+    See :func:`resolve_name` for the rules. In eager mode the answer is memoised per
+    (op, backend, environment value, device type), so a layer pays a dict lookup per call; the
+    memo is cleared when a backend is registered.
     """
-    name = resolve_name(op, backend, device.type)
-    return _REGISTRY[op][name].fn
+    if torch.compiler.is_compiling():
+        return _REGISTRY[op][resolve_name(op, backend, device.type)].fn
+    env = os.environ.get(ENV_VARS.get(op, ''), None) if backend is None else None
+    key = (op, backend, env, device.type)
+    fn = _RESOLVED.get(key)
+    if fn is None:
+        fn = _REGISTRY[op][resolve_name(op, backend, device.type)].fn
+        _RESOLVED[key] = fn
+    return fn

@@ -43,6 +43,7 @@ def dummy_op():
     dispatch.ENV_VARS[OP] = 'MMVMAMBA_TEST_DUMMY_BACKEND'
     yield OP
     dispatch._REGISTRY.pop(OP)
+    dispatch._RESOLVED.clear()
     dispatch.ENV_VARS.pop(OP)
     dispatch._LOGGED.difference_update({k for k in dispatch._LOGGED if k[0] == OP})
 
@@ -89,6 +90,16 @@ def test_choice_logged_once_per_op_and_device(dummy_op, records):
     assert len(mine) == 2, mine
     assert "'medium'" in mine[0] and 'run make fast' in mine[0]
     assert "'slow'" in mine[1]
+
+
+def test_resolve_memo_follows_env_var(dummy_op, monkeypatch):
+    cpu = torch.device('cpu')
+    monkeypatch.setenv('MMVMAMBA_TEST_DUMMY_BACKEND', 'slow')
+    assert dispatch.resolve(dummy_op, None, cpu)(0)[0] == 'slow'
+    monkeypatch.setenv('MMVMAMBA_TEST_DUMMY_BACKEND', 'medium')
+    assert dispatch.resolve(dummy_op, None, cpu)(0)[0] == 'medium'
+    dispatch.register(dummy_op, 'newest', lambda x: ('newest', x), priority=9)
+    assert dispatch.resolve(dummy_op, 'auto', cpu)(0)[0] == 'newest'
 
 
 def test_public_scan_honours_env_var(monkeypatch):
