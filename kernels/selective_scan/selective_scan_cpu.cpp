@@ -12,6 +12,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string_view>
 #include <vector>
 
 #include "fast_math_cpu.h"
@@ -70,11 +72,13 @@ namespace portable {
 #undef MMVMAMBA_TARGET
 }  // namespace portable
 
-// Whether this CPU runs the AVX2+FMA kernels (checked once).
+// Whether to run the AVX2+FMA kernels: when the CPU has them, unless the environment variable
+// MMVMAMBA_CPU_KERNELS=portable asks for the portable ones (so tests can cover both).
 bool use_fma_kernels() {
 #if MMVMAMBA_HAVE_FMA_CLONE
   static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported;
+  const char* choice = std::getenv("MMVMAMBA_CPU_KERNELS");
+  return supported && !(choice != nullptr && std::string_view(choice) == "portable");
 #else
   return false;
 #endif

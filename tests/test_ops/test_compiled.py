@@ -95,6 +95,14 @@ def test_channel_tiling(device, per_group):
     check_against_reference(args, torch.float32)
 
 
+@pytest.mark.parametrize('per_group', [3, 8])
+def test_portable_cpu_kernels(monkeypatch, per_group):
+    """The kernels built without AVX2/FMA (picked on older CPUs) agree too."""
+    monkeypatch.setenv('MMVMAMBA_CPU_KERNELS', 'portable')
+    args = make_scan_inputs(2, 4, per_group, 4, 70, seed=per_group)
+    check_against_reference(args, torch.float32)
+
+
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('softplus,with_d,with_bias',
                          [(False, True, True), (True, False, True), (True, True, False),
