@@ -82,7 +82,7 @@ test_dataloader = val_dataloader
 
 max_epochs = 12
 train_cfg = dict(_delete_=True, type='EpochBasedTrainLoop', max_epochs=max_epochs,
-                 val_interval=max_epochs)
+                 val_interval=4)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=max_epochs, by_epoch=True,
