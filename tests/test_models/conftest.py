@@ -31,12 +31,3 @@ def fixture_inputs() -> dict:
         'even': torch.load(FIXTURES / 'fixture_input.pt', weights_only=True),
         'odd': torch.load(FIXTURES / 'fixture_input_odd.pt', weights_only=True),
     }
-
-
-@pytest.fixture
-def no_tf32():
-    """fp32 parity on CUDA needs true fp32 convolutions and matmuls (TF32 off meanwhile)."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -25,7 +25,7 @@ def _with_scan_backend(model, scan_backend):
 @pytest.mark.parametrize('device,size', [
     ('cpu', (48, 64)),
     pytest.param(*CUDA.values, (224, 224), marks=CUDA.marks)])
-def test_vmamba_tiny_compiled_scan_matches_reference(device, size):
+def test_vmamba_tiny_compiled_scan_matches_reference(device, size, no_tf32):
     torch.manual_seed(0)
     reference = VMamba(arch='tiny', drop_path_rate=0.0, scan_backend='reference',
                        core_backend='reference').to(device).train()
