@@ -10,8 +10,8 @@ from tool_helpers import FAST_SEG, TEST_HW, TOY_SEG, last_metrics, load_tool
 
 from mmvmamba.datasets import make_toy_data
 
-SHORT = ['train_dataloader.batch_size=4', 'train_cfg.max_epochs=6', 'train_cfg.val_interval=6',
-         'param_scheduler.0.end=4', 'default_hooks.checkpoint.interval=6', 'randomness.seed=0',
+SHORT = ['train_dataloader.batch_size=4', 'train_cfg.max_epochs=4', 'train_cfg.val_interval=4',
+         'param_scheduler.0.end=4', 'default_hooks.checkpoint.interval=4', 'randomness.seed=0',
          *FAST_SEG]
 
 

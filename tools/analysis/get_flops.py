@@ -97,6 +97,8 @@ def count(cfg: Config, height: int, width: int, scan_backend: str = 'compiled',
     init_default_scope(scope)
     model_cfg = cfg.model.copy()
     _set_backbone_backends(model_cfg, scan_backend, core_backend)
+    # Seeded: a detector's proposal count (hence its RoI-head FLOPs) depends on the weights.
+    torch.manual_seed(0)
     model = MODELS.build(model_cfg)
     model.eval()
     params = sum(p.numel() for p in model.parameters())
