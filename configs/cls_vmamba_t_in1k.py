@@ -3,8 +3,9 @@
 # reference's classifier norm), 224x224 centre crop of the short side resized to 256 (bicubic),
 # as the reference evaluated.
 #
-# Evaluate a released checkpoint after converting it to mmpretrain's layout (the converter in
-# tools/model_converters/ writes what mmvmamba.utils.checkpoint.to_mmpretrain_checkpoint gives):
+# Evaluate a released checkpoint after converting it to mmpretrain's layout:
+#   python tools/model_converters/vmamba2mmvmamba.py vssm1_tiny_0230s_ckpt_epoch_264.pth \
+#       checkpoints/vmamba_t_in1k_mmpretrain.pth --to mmpretrain --unsafe-allow-pickle
 #   python tools/test.py configs/cls_vmamba_t_in1k.py checkpoints/vmamba_t_in1k_mmpretrain.pth
 # with ImageNet's val split under data/imagenet (mmpretrain's layout; override data_root with
 # --cfg-options test_dataloader.dataset.data_root=...).

@@ -8,9 +8,12 @@
 # 'norm'. SS2D's A_logs and Ds are *not* excluded: the reference's runs decayed them too, and
 # those runs produced the paper's numbers.
 #
-# The backbone starts from the reference's ImageNet-1k checkpoint (any of its formats is
-# converted on load). Point init_cfg at your copy, e.g.
-#   --cfg-options model.backbone.init_cfg.checkpoint=/path/vssm1_tiny_0230s_ckpt_epoch_264.pth
+# The backbone starts from the reference's ImageNet-1k checkpoint (its key layouts are converted
+# on load). The released files embed a pickled yacs config, which safe loading refuses: convert
+# a trusted copy once to tensors only, then point init_cfg at it (default path below), e.g.
+#   python tools/model_converters/vmamba2mmvmamba.py vssm1_tiny_0230s_ckpt_epoch_264.pth \
+#       checkpoints/vssm1_tiny_0230s_ckpt_epoch_264.pth --unsafe-allow-pickle
+#   --cfg-options model.backbone.init_cfg.checkpoint=/path/to/converted.pth
 # A missing file stops the run when the weights are initialised (no silent random init).
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']
 custom_imports = dict(imports=['mmvmamba', 'mmvmamba.engine'], allow_failed_imports=False)

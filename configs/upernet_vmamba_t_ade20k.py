@@ -8,8 +8,9 @@
 # 'norm'. SS2D's A_logs and Ds are *not* excluded: the reference's runs decayed them too, and
 # those runs produced the paper's numbers.
 #
-# Set the ImageNet-1k checkpoint with
-#   --cfg-options model.backbone.init_cfg.checkpoint=/path/vssm1_tiny_0230s_ckpt_epoch_264.pth
+# The backbone starts from the reference's ImageNet-1k checkpoint, converted once to tensors
+# only (see maskrcnn_vmamba_t.py: tools/model_converters/vmamba2mmvmamba.py); set its path with
+#   --cfg-options model.backbone.init_cfg.checkpoint=/path/to/converted.pth
 # A missing file stops the run when the weights are initialised (no silent random init).
 # Multi-scale + flip testing: tools/test.py CONFIG CKPT --tta.
 _base_ = ['mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py']
