@@ -22,9 +22,11 @@ def test_backbone_registered_downstream(package):
     import mmvmamba  # noqa: F401
     if package not in installed_downstream():
         pytest.skip(f'{package} is not installed')
-    registry = importlib.import_module(f'{package}.registry').MODELS
-    assert registry.module_dict.get('VMamba') is not None
-    assert registry.module_dict.get('MM_VSSM') is not None
+    registries = importlib.import_module(f'{package}.registry')
+    assert registries.MODELS.module_dict.get('VMamba') is not None
+    assert registries.MODELS.module_dict.get('MM_VSSM') is not None
+    # The hook lives in mmengine's root registry; every downstream scope falls back to it.
+    assert registries.HOOKS.get('RNGStateHook') is not None
 
 
 def test_missing_downstream_is_not_an_error():
