@@ -13,7 +13,7 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['mmvmamba', 'mmvmamba.engine'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmvmamba'], allow_failed_imports=False)
 
 model = dict(
     type='ImageClassifier',

@@ -16,7 +16,7 @@
 #   --cfg-options model.backbone.init_cfg.checkpoint=/path/to/converted.pth
 # A missing file stops the run when the weights are initialised (no silent random init).
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']
-custom_imports = dict(imports=['mmvmamba', 'mmvmamba.engine'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmvmamba'], allow_failed_imports=False)
 
 pretrained = 'checkpoints/vssm1_tiny_0230s_ckpt_epoch_264.pth'
 model = dict(

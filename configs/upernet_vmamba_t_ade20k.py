@@ -14,7 +14,7 @@
 # A missing file stops the run when the weights are initialised (no silent random init).
 # Multi-scale + flip testing: tools/test.py CONFIG CKPT --tta.
 _base_ = ['mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py']
-custom_imports = dict(imports=['mmvmamba', 'mmvmamba.engine'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmvmamba'], allow_failed_imports=False)
 
 pretrained = 'checkpoints/vssm1_tiny_0230s_ckpt_epoch_264.pth'
 model = dict(

@@ -47,7 +47,7 @@ class DumpParamsProbe(Hook):
 
 CONFIG = '''
 _base_ = ['{base}']
-custom_imports = dict(imports=['mmvmamba', 'mmvmamba.engine', 'ddp_probe'],
+custom_imports = dict(imports=['mmvmamba', 'ddp_probe'],
                       allow_failed_imports=False)
 model = dict(
     backbone=dict(drop_path_rate=0.0),

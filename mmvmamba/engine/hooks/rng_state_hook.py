@@ -74,7 +74,7 @@ class RNGStateHook(Hook):
     """Keep the random-number state in checkpoints and restore it on resume.
 
     Add it to a config with ``custom_hooks = [dict(type='RNGStateHook')]`` and
-    ``custom_imports = dict(imports=['mmvmamba', 'mmvmamba.engine'], ...)``.
+    ``custom_imports = dict(imports=['mmvmamba'], ...)`` (``import mmvmamba`` registers it).
 
     Args:
         neutral_validation: Set the generators back after every validation epoch, so that
