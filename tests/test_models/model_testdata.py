@@ -63,3 +63,17 @@ class captured_log:  # noqa: N801  (used as a context manager)
 
     def __exit__(self, *exc) -> None:
         self.logger.removeHandler(self.handler)
+
+
+def build_classifier(cfg: dict):
+    """Build an mmpretrain model under mmpretrain's scope, whatever default scope is current.
+
+    mmengine's ``Registry.build`` searches the registry of the current default scope; a test that
+    ran before (e.g. a config test's ``init_default_scope('mmdet')``) would otherwise leave
+    ``ImageClassifier`` unresolvable.
+    """
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(cfg)

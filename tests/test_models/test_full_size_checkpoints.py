@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from model_testdata import reference_keys
+from model_testdata import build_classifier, reference_keys
 
 from mmvmamba.models import VMamba
 from mmvmamba.utils.checkpoint import (
@@ -167,9 +167,8 @@ def test_strict_errors_list_the_keys(full, broken):
 def test_mmpretrain_classifier_layout(full):
     """The mmpretrain ImageClassifier has the reference classifier's parameter count, and the
     converter's mmpretrain layout of a reference ImageNet state matches its keys and shapes."""
-    from mmpretrain.registry import MODELS
     with torch.device('meta'):  # sizes only: no memory, no init cost
-        model = MODELS.build(dict(
+        model = build_classifier(dict(
             type='ImageClassifier',
             backbone=dict(type='VMamba', arch=full.arch, out_indices=(3, )),
             neck=dict(type='GlobalAveragePooling'),

@@ -11,7 +11,7 @@ from collections import OrderedDict
 import pytest
 import torch
 from mmengine.runner import load_checkpoint
-from model_testdata import FIXTURES, load_converter
+from model_testdata import FIXTURES, build_classifier, load_converter
 
 import mmvmamba  # noqa: F401  (registers VMamba into mmpretrain's MODELS)
 from mmvmamba.models import VMamba
@@ -86,8 +86,7 @@ def test_backbone_matches_reference(converted, small_arch, fixture_inputs, fixtu
 @pytest.mark.parametrize('name, key', [('even', 'logits'), ('odd', 'logits_odd')])
 def test_mmpretrain_classifier_matches_reference(converted, small_arch, fixture_inputs,
                                                  fixture_outputs, name, key):
-    from mmpretrain.registry import MODELS
-    model = MODELS.build(dict(
+    model = build_classifier(dict(
         type='ImageClassifier',
         backbone=dict(type='VMamba', arch=small_arch, out_indices=(3, ), drop_path_rate=0.0),
         neck=dict(type='GlobalAveragePooling'),

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 import torch
-from model_testdata import fixture_meta
+from model_testdata import build_classifier, fixture_meta
 
 import mmvmamba  # noqa: F401  (registers into mmdet / mmseg / mmpretrain)
 from mmvmamba.models import MM_VSSM, VMamba
@@ -21,8 +21,7 @@ def test_build_from_each_registry(package, small_arch):
 
 
 def test_mmpretrain_classifier_param_count_and_forward(small_arch):
-    from mmpretrain.registry import MODELS
-    model = MODELS.build(dict(
+    model = build_classifier(dict(
         type='ImageClassifier',
         backbone=dict(type='VMamba', arch=small_arch, out_indices=(3, )),
         neck=dict(type='GlobalAveragePooling'),
