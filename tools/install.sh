@@ -78,7 +78,7 @@ MMCV_KEY="mmcv-$MMCV_VERSION-torch$TORCH_TAG-$CXX_STD-$CUDA_TAG-$PY_TAG"
 MMCV_DIR=$CACHE/$MMCV_KEY
 if ! "$PY" -c "import mmcv, mmcv._ext; assert mmcv.__version__ == '$MMCV_VERSION'" 2>/dev/null; then
   if ! ls "$MMCV_DIR"/mmcv-*.whl >/dev/null 2>&1; then
-    log "building mmcv $MMCV_VERSION with ops ($MMCV_KEY, MAX_JOBS=$MAX_JOBS); this takes 5-10 minutes on 2 cores"
+    log "building mmcv $MMCV_VERSION with ops ($MMCV_KEY, MAX_JOBS=$MAX_JOBS); this takes about 15 minutes on 2 cores"
     BUILD=$(mktemp -d)
     pip download -q --no-deps --no-binary :all: --no-build-isolation -d "$BUILD" "mmcv==$MMCV_VERSION"
     tar -xzf "$BUILD"/mmcv-$MMCV_VERSION.tar.gz -C "$BUILD"
