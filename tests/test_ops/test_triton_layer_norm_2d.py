@@ -5,11 +5,10 @@ GPU (``-m gpu``): the model's channel counts, odd maps, half dtypes, torch.compi
 """
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from triton_interpreter import run_interpreted
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 TOLERANCE = {'fp32': 1e-5, 'fp16': 2e-3, 'bf16': 1e-2}
@@ -79,12 +78,7 @@ def _check(errors, dtype_name):
 
 @pytest.fixture(scope='module')
 def interpreted_results():
-    env = dict(os.environ, TRITON_INTERPRET='1')
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                          timeout=300)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('RESULTS ')]
-    assert proc.returncode == 0 and lines, f'interpreter worker failed:\n{proc.stderr[-4000:]}'
-    return json.loads(lines[-1][len('RESULTS '):])
+    return run_interpreted(__file__, timeout=300)
 
 
 @pytest.mark.parametrize('name', list(INTERPRETER_CASES))

@@ -8,11 +8,10 @@ and the VMamba backbone through the fused core against the reference core.
 """
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from triton_interpreter import run_interpreted
 
 GRAD_NAMES = ('x', 'x_proj_weight', 'dt_projs_weight', 'dt_projs_bias', 'A_logs', 'Ds',
               'out_norm_weight', 'out_norm_bias')
@@ -126,12 +125,7 @@ def _check(errors, dtype_name):
 
 @pytest.fixture(scope='module')
 def interpreted_results():
-    env = dict(os.environ, TRITON_INTERPRET='1')
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                          timeout=600)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('RESULTS ')]
-    assert proc.returncode == 0 and lines, f'interpreter worker failed:\n{proc.stderr[-4000:]}'
-    return json.loads(lines[-1][len('RESULTS '):])
+    return run_interpreted(__file__, timeout=600)
 
 
 @pytest.mark.parametrize('name', list(INTERPRETER_CASES))
