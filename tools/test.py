@@ -9,12 +9,9 @@ Several processes: tools/dist_test.sh CONFIG CKPT NUM_PROCS [args].
 """
 import argparse
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import DictAction
 
-from mmvmamba.datasets.toy import ensure_toy_data_from_cfg
-from mmvmamba.engine.launch import apply_common, apply_tta, local_rank_to_env, setup_cpu_distributed
+from mmvmamba.engine.launch import apply_tta, build_runner, load_config, local_rank_to_env
 
 
 def parse_args(argv=None):
@@ -36,10 +33,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     local_rank_to_env(args.local_rank)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    apply_common(cfg, args.config, args.work_dir, args.launcher)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     cfg.load_from = args.checkpoint
     if args.tta:
         apply_tta(cfg)
@@ -50,14 +44,7 @@ def main(argv=None):
         evaluator = list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
         evaluator.append(dict(type='DumpResults', out_file_path=args.out))
         cfg.test_evaluator = evaluator
-    setup_cpu_distributed(cfg)
-    ensure_toy_data_from_cfg(cfg)
-
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.test()
+    build_runner(cfg).test()
 
 
 if __name__ == '__main__':

@@ -11,17 +11,14 @@ set on first use (see mmvmamba.datasets.toy).
 """
 import argparse
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import DictAction
 
-from mmvmamba.datasets.toy import ensure_toy_data_from_cfg
 from mmvmamba.engine.launch import (
     apply_amp,
-    apply_common,
     apply_resume,
+    build_runner,
+    load_config,
     local_rank_to_env,
-    setup_cpu_distributed,
 )
 
 
@@ -46,21 +43,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     local_rank_to_env(args.local_rank)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    apply_common(cfg, args.config, args.work_dir, args.launcher)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     if args.amp:
         apply_amp(cfg)
     apply_resume(cfg, args.resume)
-    setup_cpu_distributed(cfg)
-    ensure_toy_data_from_cfg(cfg)
-
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
+    build_runner(cfg).train()
 
 
 if __name__ == '__main__':

@@ -134,3 +134,26 @@ def local_rank_to_env(local_rank: int | None) -> None:
     """Export ``--local_rank`` (old ``torch.distributed.launch``) as ``LOCAL_RANK``."""
     if local_rank is not None and 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(local_rank)
+
+
+def load_config(config_path: str, cfg_options: dict | None, work_dir: str | None,
+                launcher: str) -> Config:
+    """Read a config, merge ``--cfg-options``, then :func:`apply_common`."""
+    cfg = Config.fromfile(config_path)
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    return apply_common(cfg, config_path, work_dir, launcher)
+
+
+def build_runner(cfg: Config):
+    """Set up CPU distributed runs and the toy data if needed, then build the config's Runner."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from mmvmamba.datasets.toy import ensure_toy_data_from_cfg
+
+    setup_cpu_distributed(cfg)
+    ensure_toy_data_from_cfg(cfg)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
