@@ -3,6 +3,6 @@
 Importing this package (``import mmvmamba`` does) registers them in mmengine's root ``HOOKS``
 registry, so configs of mmdet, mmseg and mmpretrain find them by ``type``.
 """
-from .hooks import RNGStateHook
+from .hooks import LossTraceHook, RNGStateHook
 
-__all__ = ['RNGStateHook']
+__all__ = ['LossTraceHook', 'RNGStateHook']
