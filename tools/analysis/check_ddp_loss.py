@@ -149,13 +149,20 @@ def main(argv=None) -> int:
          test_dir], osp.join(args.work_dir, 'test.log'))
     metrics = last_metrics(test_dir)
 
-    lines = [f'| iter | loss {args.gpus} GPUs x {args.batch_per_gpu} | loss 1 GPU x '
-             f'{args.gpus * args.batch_per_gpu} | rel. diff |', '|---|---|---|---|']
+    keys = [k for k in rows[0] if k != 'iter']
+    lines = [f'{args.gpus} GPUs x {args.batch_per_gpu} (DDP, rank mean) vs 1 GPU x '
+             f'{args.gpus * args.batch_per_gpu}: value DDP / value single (rel. diff)',
+             '| iter | ' + ' | '.join(keys) + ' |', '|---' * (len(keys) + 1) + '|']
     for row in rows:
-        d, s, rel = row['loss']
-        lines.append(f'| {row["iter"]} | {d:.4f} | {s:.4f} | {100 * rel:.2f}% |')
-    lines.append(f'max rel. diff {100 * max(r["loss"][2] for r in rows):.2f}% '
-                 f'(tolerance {100 * args.tolerance:.0f}%): {"PASS" if ok else "FAIL"}')
+        lines.append(f'| {row["iter"]} | ' + ' | '.join(
+            f'{row[k][0]:.4f} / {row[k][1]:.4f} ({100 * row[k][2]:.2f}%)' for k in keys) + ' |')
+    mean_d = sum(r['loss'][0] for r in rows) / len(rows)
+    mean_s = sum(r['loss'][1] for r in rows) / len(rows)
+    lines.append(f'total loss: max per-iteration rel. diff '
+                 f'{100 * max(r["loss"][2] for r in rows):.2f}% (tolerance '
+                 f'{100 * args.tolerance:.0f}%): {"PASS" if ok else "FAIL"}; mean over the '
+                 f'{len(rows)} iterations {mean_d:.4f} vs {mean_s:.4f} '
+                 f'({100 * abs(mean_d - mean_s) / mean_s:.2f}%)')
     lines.append(f'single-process tools/test.py on {checkpoint}: {metrics}')
     print_log('\n'.join(lines), logger=MMLogger.get_instance('check_ddp_loss'))
     with open(osp.join(args.work_dir, 'ddp_check.json'), 'w') as f:
