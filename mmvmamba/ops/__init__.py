@@ -138,12 +138,18 @@ def ss2d_core(x: Tensor,
         out_norm_bias (Tensor): ``(Din,)``.
         eps (float): Out-norm epsilon. Default: 1e-5.
         backend (str, optional): 'auto', 'reference', 'fused' (when registered), or None to read
-            ``MMVMAMBA_SS2D_BACKEND``.
+            ``MMVMAMBA_SS2D_BACKEND``. Under 'auto', d_state N > 1 always takes 'reference'
+            (the fused core handles N = 1 only; logged once).
         scan_backend (str, optional): Scan backend used by the 'reference' composition.
 
     Returns:
         Tensor: ``(B, Din, H, W)`` in ``x.dtype``.
     """
+    if A_logs.shape[-1] != 1:
+        backend = dispatch.auto_fallback(
+            'ss2d_core', backend, 'reference',
+            f'the fused core supports d_state N = 1 only, this model has N = {A_logs.shape[-1]} '
+            '(the reference composition runs its scan on the selective_scan backend)')
     fn = dispatch.resolve('ss2d_core', backend, x.device)
     return fn(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
               out_norm_bias, eps, scan_backend=scan_backend)

@@ -18,8 +18,8 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
-__all__ = ['register', 'resolve', 'resolve_name', 'available_backends', 'registered_backends',
-           'ENV_VARS']
+__all__ = ['register', 'resolve', 'resolve_name', 'auto_fallback', 'available_backends',
+           'registered_backends', 'ENV_VARS']
 
 AvailabilityCheck = Callable[[torch.device], Tuple[bool, str]]
 
@@ -155,6 +155,29 @@ def resolve_name(op: str, backend: Optional[str], device_type: str) -> str:
         _logger().info(f'mmvmamba.ops: {op} on {device_type} uses the {chosen!r} backend '
                        f'(requested {requested!r} via {source}){note}')
     return chosen
+
+
+@torch.compiler.assume_constant_result
+def auto_fallback(op: str, backend: Optional[str], fallback: str, reason: str) -> Optional[str]:
+    """``fallback`` if the request is ``'auto'`` (argument or env var), else ``backend``.
+
+    For inputs the preferred backend cannot take (e.g. the fused SS2D core with d_state > 1):
+    ``'auto'`` then means ``fallback``, logged once per (op, fallback) with ``reason``. A backend
+    named explicitly is returned unchanged, so forcing one that cannot take the input still fails
+    loudly in that backend. Constant under ``torch.compile`` (shapes are static there).
+    """
+    requested = backend
+    if requested is None:
+        env = ENV_VARS.get(op)
+        requested = os.environ.get(env, 'auto') if env else 'auto'
+    if requested.strip().lower() not in _AUTO:
+        return backend
+    key = (op, 'fallback', fallback)
+    if key not in _LOGGED:
+        _LOGGED.add(key)
+        _logger().info(f'mmvmamba.ops: {op} uses the {fallback!r} backend for some inputs under '
+                       f"'auto': {reason}")
+    return fallback
 
 
 def resolve(op: str, backend: Optional[str], device: torch.device) -> Callable:

@@ -147,3 +147,41 @@ def test_cuda_availability_of_a_cpu_only_build():
         assert ok and module.cuda_archs()
     else:
         assert not ok and 'MMVMAMBA_CUDA_ARCH_LIST' in reason
+
+
+def test_auto_core_takes_reference_for_state_size_above_one(monkeypatch, records):
+    """'auto' must not pick the fused core (N = 1 only) for N > 1; a named backend passes."""
+    monkeypatch.delenv('MMVMAMBA_SS2D_BACKEND', raising=False)
+    dispatch._LOGGED.discard(('ss2d_core', 'fallback', 'reference'))
+    reason = 'N = 4'
+    for _ in range(2):
+        assert dispatch.auto_fallback('ss2d_core', None, 'reference', reason) == 'reference'
+        assert dispatch.auto_fallback('ss2d_core', 'auto', 'reference', reason) == 'reference'
+    assert dispatch.auto_fallback('ss2d_core', 'fused', 'reference', reason) == 'fused'
+    monkeypatch.setenv('MMVMAMBA_SS2D_BACKEND', 'fused')
+    assert dispatch.auto_fallback('ss2d_core', None, 'reference', reason) is None
+    mine = [m for m in records if 'some inputs' in m]
+    assert len(mine) == 1 and 'N = 4' in mine[0]
+
+
+@pytest.mark.gpu
+def test_auto_core_runs_a_state_size_four_model_on_cuda(monkeypatch):
+    """A VMamba with d_state 4 trains on CUDA under 'auto' (it used to pick the fused core and
+    raise) and matches the reference core; forcing 'fused' still raises."""
+    from mmvmamba.models.backbones.vmamba import VMamba
+
+    monkeypatch.delenv('MMVMAMBA_SS2D_BACKEND', raising=False)
+    arch = dict(dims=16, depths=(1, 1, 1, 1), ssm_ratio=2.0, ssm_d_state=4, ssm_dt_rank='auto',
+                ssm_conv=3, ssm_conv_bias=False, mlp_ratio=2.0)
+    torch.manual_seed(0)
+    auto = VMamba(arch, drop_path_rate=0.0).cuda()
+    ref = VMamba(arch, drop_path_rate=0.0, core_backend='reference').cuda()
+    ref.load_state_dict(auto.state_dict())
+    image = torch.randn(2, 3, 64, 96, device='cuda')
+    out = auto(image)
+    sum(o.sum() for o in out).backward()
+    for a, b in zip(out, ref(image)):
+        torch.testing.assert_close(a, b)
+    forced = VMamba(arch, drop_path_rate=0.0, core_backend='fused').cuda()
+    with pytest.raises(NotImplementedError, match='N = 1'):
+        forced(image)
