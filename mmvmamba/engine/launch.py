@@ -6,6 +6,7 @@ decides which library builds the model.
 """
 from __future__ import annotations
 
+import logging
 import os
 import os.path as osp
 
@@ -111,7 +112,8 @@ def setup_cpu_distributed(cfg: Config) -> bool:
     mmengine's launcher calls ``torch.cuda.set_device`` and its DDP wrapper passes
     ``device_ids=[LOCAL_RANK]``, both of which fail without CUDA. When no CUDA device is visible
     this initialises the process group with the gloo backend itself (mmengine then skips its
-    own initialisation) and asks for a DDP wrapper without device ids.
+    own initialisation) and asks for a DDP wrapper without device ids. SyncBN norm configs
+    become BN (PyTorch's SyncBatchNorm runs on CUDA only), with a warning.
 
     Returns:
         True if it set up CPU distributed training, False if nothing was needed.
@@ -120,6 +122,11 @@ def setup_cpu_distributed(cfg: Config) -> bool:
         return False
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
+    replaced = _sync_bn_to_bn(cfg.model)
+    if replaced:
+        print_log(f'no CUDA device: {replaced} SyncBN norm config(s) of the model use BN instead '
+                  '(SyncBatchNorm needs CUDA; batch statistics are per rank)',
+                  logger='current', level=logging.WARNING)
     wrapper = cfg.get('model_wrapper_cfg', None) or dict(type='MMDistributedDataParallel')
     wrapper.setdefault('broadcast_buffers', False)
     wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
@@ -128,6 +135,25 @@ def setup_cpu_distributed(cfg: Config) -> bool:
     print_log(f'no CUDA device: rank {dist.get_rank()}/{dist.get_world_size()} uses gloo on CPU',
               logger='current')
     return True
+
+
+def _sync_bn_to_bn(node) -> int:
+    """Turn every ``type='SyncBN'`` dict inside ``node`` (a config subtree) into ``'BN'``.
+
+    Returns:
+        How many were changed.
+    """
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += _sync_bn_to_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += _sync_bn_to_bn(value)
+    return count
 
 
 def local_rank_to_env(local_rank: int | None) -> None:

@@ -17,9 +17,11 @@ from tool_helpers import (
     TEST_HW,
     TOY_DET,
     TOY_SEG,
+    free_port,
     last_metrics,
     load_tool,
     run,
+    tool_env,
 )
 
 from mmvmamba.datasets import make_toy_data
@@ -83,6 +85,22 @@ def test_train_then_test_segmentation_with_tta(workspace, seg_run):
     log = next(test_dir.glob('*/*.log')).read_text()
     assert 'SegTTAModel' in log or 'tta' in log.lower()
     assert 'mIoU' in last_metrics(test_dir)
+
+
+def test_dist_test_two_cpu_processes_reproduce_the_training_eval(workspace, seg_run):
+    """tools/dist_test.sh: 2 gloo ranks each evaluate 1 of the 2 val images; the gathered
+    IoUMetric equals the one-process evaluation at the end of training."""
+    train_metrics = last_metrics(seg_run)
+    test_dir = workspace / 'dist_test_seg'
+    env = tool_env(threads=1)
+    env['PORT'] = str(free_port())
+    proc = run(['bash', str(REPO / 'tools/dist_test.sh'), str(TOY_SEG),
+                str(seg_run / 'epoch_1.pth'), '2', '--work-dir', str(test_dir),
+                '--cfg-options', *FAST_SEG], cwd=workspace, env=env)
+    assert 'rank 0/2 uses gloo on CPU' in proc.stdout + proc.stderr
+    metrics = last_metrics(test_dir)
+    for key in ('mIoU', 'aAcc', 'mAcc'):
+        assert metrics[key] == train_metrics[key], key
 
 
 def test_det_inferencer_on_an_image_file(workspace, det_run):
