@@ -99,6 +99,18 @@ def _logger():
     return MMLogger.get_current_instance()
 
 
+def _request(op: str, backend: Optional[str]) -> Tuple[str, str]:
+    """The requested backend, lower-cased (None reads the op's env var, default ``'auto'``),
+    and where it came from, for messages."""
+    if backend is None:
+        env = ENV_VARS.get(op)
+        backend = os.environ.get(env, 'auto') if env else 'auto'
+        source = f'{env}={backend!r}' if env else 'default'
+    else:
+        source = 'argument'
+    return backend.strip().lower(), source
+
+
 @torch.compiler.assume_constant_result
 def resolve_name(op: str, backend: Optional[str], device_type: str) -> str:
     """Resolve a backend request to a backend name.
@@ -118,12 +130,7 @@ def resolve_name(op: str, backend: Optional[str], device_type: str) -> str:
     backends = _REGISTRY.get(op)
     if not backends:
         raise KeyError(f'no backends registered for op {op!r}; known ops: {sorted(_REGISTRY)}')
-    source = 'argument'
-    if backend is None:
-        env = ENV_VARS.get(op)
-        backend = os.environ.get(env, 'auto') if env else 'auto'
-        source = f'{env}={backend!r}' if env else 'default'
-    requested = backend.strip().lower()
+    requested, source = _request(op, backend)
     device = torch.device(device_type)
     if requested in _AUTO:
         candidates = sorted(backends.values(), key=lambda b: -b.priority)
@@ -140,7 +147,7 @@ def resolve_name(op: str, backend: Optional[str], device_type: str) -> str:
         skipped = '; '.join(reasons)
     else:
         if requested not in backends:
-            raise KeyError(f'unknown backend {backend!r} for {op} (from {source}); choose one of '
+            raise KeyError(f'unknown backend {requested!r} for {op} (from {source}); choose one of '
                            f"{['auto'] + sorted(backends)}")
         ok, reason = backends[requested].check(device)
         if not ok:
@@ -166,11 +173,7 @@ def auto_fallback(op: str, backend: Optional[str], fallback: str, reason: str) -
     named explicitly is returned unchanged, so forcing one that cannot take the input still fails
     loudly in that backend. Constant under ``torch.compile`` (shapes are static there).
     """
-    requested = backend
-    if requested is None:
-        env = ENV_VARS.get(op)
-        requested = os.environ.get(env, 'auto') if env else 'auto'
-    if requested.strip().lower() not in _AUTO:
+    if _request(op, backend)[0] not in _AUTO:
         return backend
     key = (op, 'fallback', fallback)
     if key not in _LOGGED:

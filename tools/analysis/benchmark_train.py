@@ -75,7 +75,7 @@ class TrainSpeedHook(Hook):
             self._start = time.perf_counter()
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        if self._start is not None and runner.iter >= self.warmup:
+        if self._start is not None:  # set at iteration ``warmup``
             self._data_time += runner.message_hub.get_scalar('train/data_time').current()
         if runner.iter + 1 != self.warmup + self.iters:
             return
