@@ -28,6 +28,8 @@ def test_output_shapes(small_arch, size):
         outs = model(torch.randn(2, 3, *size))
     assert [tuple(o.shape) for o in outs] == _expected_shapes(small_arch, range(4), 2, *size)
     assert all(torch.isfinite(o).all() for o in outs)
+    # Plain contiguous NCHW: mmcv's roi_align reads raw NCHW memory and ignores strides.
+    assert all(o.is_contiguous() for o in outs)
 
 
 def test_output_shapes_511(small_arch):

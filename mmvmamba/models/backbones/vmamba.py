@@ -277,7 +277,7 @@ class VMamba(BaseModule):
 
         Returns:
             tuple[Tensor]: For each index i in ``out_indices``, ``(B, dims[i], H_i, W_i)`` with
-            ``H_i = ceil(H / 2**(i + 2))`` (likewise W_i), after ``outnorm{i}``.
+            ``H_i = ceil(H / 2**(i + 2))`` (likewise W_i), after ``outnorm{i}``, contiguous.
         """
         x = self.patch_embed(x)
         outs = []
@@ -285,7 +285,11 @@ class VMamba(BaseModule):
         for i, stage in enumerate(self.layers[:last + 1]):
             x = stage(x)
             if i in self.out_indices:
-                outs.append(getattr(self, f'outnorm{i}')(x))
+                # Contiguous NCHW, as every OpenMMLab backbone returns: the norm may hand back a
+                # channels-last-strided view, and mmcv's roi_align (CPU and CUDA) reads its input
+                # as raw NCHW memory, ignoring strides, so the RoI heads would see scrambled
+                # features (and convs would carry the channels-last layout into the neck).
+                outs.append(getattr(self, f'outnorm{i}')(x).contiguous())
             if i < last:
                 x = stage.downsample(x)
         return tuple(outs)
