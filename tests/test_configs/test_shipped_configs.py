@@ -19,6 +19,9 @@ SEG = {'upernet_vmamba_t_ade20k.py': 'tiny', 'upernet_vmamba_s_ade20k.py': 'smal
 CLS = {'cls_vmamba_t_in1k.py': 'tiny', 'cls_vmamba_s_in1k.py': 'small',
        'cls_vmamba_b_in1k.py': 'base'}
 TOY = ['toy/maskrcnn_vmamba_toy.py', 'toy/upernet_vmamba_toy.py']
+#: The GPU validation pairs (full-size VMamba-T / Swin-T backbones on the toy tasks).
+TOY_T = {'toy/maskrcnn_vmamba_t_toy.py': 'toy/maskrcnn_swin_t_toy.py',
+         'toy/upernet_vmamba_t_toy.py': 'toy/upernet_swin_t_toy.py'}
 DROP_PATH = {'tiny': 0.2, 'small': 0.3, 'base': 0.6}
 WIDTHS = {'tiny': [96, 192, 384, 768], 'small': [96, 192, 384, 768],
           'base': [128, 256, 512, 1024]}
@@ -35,7 +38,8 @@ def load(name: str) -> Config:
 
 def test_every_config_file_is_covered():
     shipped = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob('*.py')}
-    assert shipped == set(DET) | set(SEG) | set(CLS) | set(TOY)
+    assert shipped == (set(DET) | set(SEG) | set(CLS) | set(TOY) | set(TOY_T) |
+                       set(TOY_T.values()))
 
 
 @pytest.mark.parametrize('name', sorted(DET) + sorted(SEG))
@@ -238,6 +242,29 @@ def test_builds_and_runs_loss_and_predict(name):
         assert preds[0].pred_sem_seg.data.shape[-2:] == (64, 96)
     else:
         assert preds[0].pred_score.shape == (cfg.model.head.num_classes, )
+
+
+@pytest.mark.parametrize('vmamba,swin', sorted(TOY_T.items()))
+def test_toy_t_pairs_differ_only_in_the_backbone(vmamba, swin):
+    ours, theirs = load(vmamba), load(swin)
+    assert ours.model.backbone.type == 'VMamba' and ours.model.backbone.arch == 'tiny'
+    assert ours.model.backbone.init_cfg is None and theirs.model.backbone.init_cfg is None
+    assert theirs.model.backbone.type == 'SwinTransformer'
+    assert theirs.model.backbone.embed_dims == 96
+    ours_model, theirs_model = _plain(ours.model), _plain(theirs.model)
+    del ours_model['backbone'], theirs_model['backbone']
+    assert ours_model == theirs_model
+    for key in ('train_dataloader', 'val_dataloader', 'param_scheduler', 'train_cfg',
+                'optim_wrapper', 'custom_hooks', 'toy_data'):
+        assert _plain(ours[key]) == _plain(theirs[key]), key
+    assert ours.train_cfg.max_iters == 2000
+    assert [h.type for h in ours.custom_hooks] == ['RNGStateHook', 'FiniteLossHook']
+
+
+@pytest.mark.parametrize('name', sorted(TOY_T) + sorted(TOY_T.values()))
+def test_toy_t_configs_build_and_run_loss_and_predict(name):
+    cfg, model = _build(name, small_backbone=False)
+    _loss_and_predict(cfg, model)
 
 
 @pytest.mark.parametrize('family,name', [(f, n) for f, names in FAMILY.items() for n in names
