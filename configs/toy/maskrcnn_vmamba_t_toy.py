@@ -9,9 +9,14 @@ _base_ = ['./maskrcnn_vmamba_toy.py']
 data_root = 'data/toy/coco_large/'
 toy_data = dict(root=data_root, kind='coco', num_train=800, num_val=160)
 
+# BF16SafeRoIExtractor: mmcv 2.1.0's roi_align has no bf16 kernel (fp16/fp32 pass through).
+custom_imports = dict(imports=['mmvmamba', 'mmvmamba.models.roi_extractors'],
+                      allow_failed_imports=False)
 model = dict(
     backbone=dict(arch='tiny', drop_path_rate=0.2),
-    neck=dict(in_channels=[96, 192, 384, 768]))
+    neck=dict(in_channels=[96, 192, 384, 768]),
+    roi_head=dict(bbox_roi_extractor=dict(type='BF16SafeRoIExtractor'),
+                  mask_roi_extractor=dict(type='BF16SafeRoIExtractor')))
 
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
@@ -34,5 +39,5 @@ optim_wrapper = dict(optimizer=dict(lr=3e-4))
 custom_hooks = [dict(type='RNGStateHook'), dict(type='FiniteLossHook')]
 default_hooks = dict(
     logger=dict(interval=20, log_metric_by_epoch=False),
-    checkpoint=dict(by_epoch=False, interval=500, max_keep_ckpts=1))
+    checkpoint=dict(by_epoch=False, interval=250, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False, window_size=20)

@@ -32,5 +32,5 @@ optim_wrapper = dict(optimizer=dict(lr=3e-4))
 custom_hooks = [dict(type='RNGStateHook'), dict(type='FiniteLossHook')]
 default_hooks = dict(
     logger=dict(interval=20, log_metric_by_epoch=False),
-    checkpoint=dict(by_epoch=False, interval=500, max_keep_ckpts=1))
+    checkpoint=dict(by_epoch=False, interval=250, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False, window_size=20)
