@@ -3,6 +3,7 @@ import io
 import random
 
 import numpy as np
+import pytest
 import torch
 
 from mmvmamba.engine.hooks.rng_state_hook import RNGStateHook, set_rng_state
@@ -52,3 +53,23 @@ def test_validation_is_neutral():
     RNGStateHook(neutral_validation=False).before_val_epoch(None)
     _draw()
     assert _draw() != after_validation
+
+
+@pytest.mark.gpu
+def test_restores_a_state_loaded_onto_the_gpu():
+    # mmengine's resume maps checkpoints onto the training device; the generators need CPU
+    # byte tensors (this failed on the H100 with "can't convert cuda:0 device type tensor").
+    _seed_all(5)
+    torch.cuda.manual_seed_all(5)
+    checkpoint = {}
+    RNGStateHook().before_save_checkpoint(None, checkpoint)
+    expected = (_draw(), torch.rand(3, device='cuda').tolist())
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True, map_location='cuda')
+    assert loaded['rng_state']['torch'].is_cuda
+    _seed_all(6)
+    torch.cuda.manual_seed_all(6)
+    set_rng_state(loaded['rng_state'])
+    assert (_draw(), torch.rand(3, device='cuda').tolist()) == expected

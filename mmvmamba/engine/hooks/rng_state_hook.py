@@ -50,15 +50,18 @@ def get_rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore the generators from a dict made by :func:`get_rng_state`.
 
+    The state's tensors may sit on any device: mmengine's resume loads checkpoints onto the
+    training device, and the generators take CPU byte tensors only.
+
     Raises:
         RuntimeError: The state holds CUDA generator states for a different number of devices.
     """
     version, internal, gauss = state['python']
     random.setstate((version, tuple(internal), gauss))
     npy = state['numpy']
-    np.random.set_state((npy['name'], npy['keys'].numpy().astype(np.uint32), npy['pos'],
+    np.random.set_state((npy['name'], npy['keys'].cpu().numpy().astype(np.uint32), npy['pos'],
                          npy['has_gauss'], npy['cached_gaussian']))
-    torch.set_rng_state(state['torch'])
+    torch.set_rng_state(state['torch'].cpu())
     cuda = state.get('cuda') or []
     if cuda and torch.cuda.is_available():
         if len(cuda) != torch.cuda.device_count():
@@ -66,7 +69,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
                 f'the checkpoint holds CUDA generator states for {len(cuda)} devices but '
                 f'{torch.cuda.device_count()} are visible; resume with the same devices (set '
                 'CUDA_VISIBLE_DEVICES) or drop the RNGStateHook to resume non-exactly')
-        torch.cuda.set_rng_state_all(cuda)
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
 @HOOKS.register_module()
