@@ -284,27 +284,35 @@ def environment() -> dict:
 
 
 def plot(rows: list[dict], path: str, device: str) -> None:
+    """Bars of 224x224 throughput (models/compile rows) and, when the resolution sweep ran,
+    throughput and peak memory against input size; only the panels that have data."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
+    at_224 = [r for r in rows if r['section'] in ('models', 'compile')]
     resolution = [r for r in rows if r['section'] == 'resolution' and r['img_per_s'] != '']
-    fig, axes = plt.subplots(1, 3 if resolution else 2, figsize=(18 if resolution else 12, 5))
-    for ax, mode in zip(axes[:2], ('infer', 'train')):
-        picked = [r for r in rows if r['section'] in ('models', 'compile') and r['mode'] == mode]
-        labels = [f"{r['model']}\n{r['variant']}" for r in picked]
-        ax.bar(range(len(picked)), [r['img_per_s'] for r in picked])
-        ax.set_xticks(range(len(picked)), labels, rotation=60, fontsize=7)
-        what = 'bf16 inference' if mode == 'infer' else 'fp16-AMP training'
-        ax.set_title(f'{what}, 224x224, img/s ({device})', fontsize=9)
-    if resolution:
-        ax = axes[2]
+    panels = (['infer', 'train'] if at_224 else []) + (['res_speed', 'res_memory']
+                                                       if resolution else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel in ('infer', 'train'):
+            picked = [r for r in at_224 if r['mode'] == panel]
+            labels = [f"{r['model']}\n{r['variant']}" for r in picked]
+            ax.bar(range(len(picked)), [r['img_per_s'] for r in picked])
+            ax.set_xticks(range(len(picked)), labels, rotation=60, fontsize=7)
+            what = 'bf16 inference' if panel == 'infer' else 'fp16-AMP training'
+            ax.set_title(f'{what}, 224x224, img/s ({device})', fontsize=9)
+            continue
+        key, what = (('img_per_s', 'img/s') if panel == 'res_speed' else
+                     ('peak_mib', 'peak memory, MiB'))
         for name in sorted({r['model'] for r in resolution}):
-            pts = [(r['size'], r['img_per_s']) for r in resolution if r['model'] == name]
+            pts = [(r['size'], r[key]) for r in resolution if r['model'] == name]
             ax.plot(*zip(*pts), marker='o', label=name)
         ax.set_yscale('log')
-        ax.set_xlabel('input size')
-        ax.set_title(f'bf16 inference, batch 32, img/s ({device})', fontsize=9)
+        ax.set_xlabel('input size (square)')
+        ax.set_title(f'bf16 inference, batch 32, {what} ({device})', fontsize=9)
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,7 +1,7 @@
 """Compare finished training runs side by side: final metrics, s/iter, peak memory, loss curves.
 
-Reads each work dir's ``vis_data/scalars.json`` (what mmengine's LocalVisBackend writes during
-``tools/train.py``; the newest run in the folder) and prints a Markdown table::
+Reads each work dir's ``<timestamp>/vis_data/scalars.json`` (what mmengine's LocalVisBackend
+writes during ``tools/train.py``; all launches of a resumed run) and prints a Markdown table::
 
     python tools/analysis/compare_runs.py work_dirs/det_vmamba:VMamba-T work_dirs/det_swin:Swin-T \
         --metrics coco/bbox_mAP coco/segm_mAP --plot docs/results/toy_det_loss.png
@@ -34,23 +34,32 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def find_scalars(work_dir: str) -> str:
-    """The newest ``<timestamp>/vis_data/scalars.json`` in ``work_dir``."""
+def find_scalars(work_dir: str) -> list[str]:
+    """Every ``<timestamp>/vis_data/scalars.json`` in ``work_dir``, oldest launch first."""
     found = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     if not found:
         raise FileNotFoundError(f'no */vis_data/scalars.json in {work_dir}: is it the work dir '
                                 'of a tools/train.py run with a LocalVisBackend?')
-    return found[-1]
+    return found
 
 
 def read_run(work_dir: str) -> tuple[list[dict], list[dict]]:
-    """Training records (those with ``loss``) and validation records of a run, in order."""
-    train, val = [], []
-    with open(find_scalars(work_dir)) as f:
-        for line in f:
-            record = json.loads(line)
-            (train if 'loss' in record else val).append(record)
-    return train, val
+    """Training records (those with ``loss``) and validation records of a run, by iteration.
+
+    A run continued with ``--resume`` spans several launches (timestamp folders); a later
+    launch's record replaces an earlier one of the same iteration (the iterations after the
+    checkpoint that the interrupted launch had already done).
+    """
+    train, val = {}, {}
+    for path in find_scalars(work_dir):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if 'loss' in record:
+                    train[record['iter']] = record
+                else:
+                    val[record['step']] = record
+    return [train[k] for k in sorted(train)], [val[k] for k in sorted(val)]
 
 
 def summarize(train: list[dict], val: list[dict], metrics: list[str], skip: float) -> dict:
