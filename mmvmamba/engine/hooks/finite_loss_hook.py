@@ -6,7 +6,9 @@ final metrics would show it. With this hook the run fails at once::
     custom_hooks = [dict(type='FiniteLossHook')]
 
 It checks every value the model's ``train_step`` returns (``loss`` and each logged term, e.g.
-``loss_mask`` or ``decode.loss_ce``) after each iteration.
+``loss_mask`` or ``decode.loss_ce``) after each iteration. mmdet's ``CheckInvalidLossHook`` checks
+the total only and lives in mmdet's registry; this one also serves mmseg and mmpretrain configs
+and names the offending term.
 """
 from __future__ import annotations
 
