@@ -244,6 +244,53 @@ def to_mmpretrain_checkpoint(ref: ReferenceState) -> dict:
     return dict(state_dict=state, meta={META_KEY: dict(layout='mmpretrain')})
 
 
+def _plain_data(value: Any) -> bool:
+    """True for values ``torch.load(weights_only=True)`` reads without an allowlist."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain_data(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_data(v) for k, v in value.items())
+    return False
+
+
+def to_whole_model_checkpoint(checkpoint: Mapping[str, Any]) -> dict:
+    """A whole mmdet/mmseg model (backbone, neck, heads) as a tensors-only file for tools/test.py.
+
+    The ``backbone.*`` keys are renamed as for a backbone checkpoint (older names, 4-D 1x1
+    weights); every other key of the state dict is kept as it is. ``meta['dataset_meta']``
+    (class names, palette) is kept when it is plain data; the optimizer, message hub, pickled
+    configs and any other Runner state are dropped.
+
+    Args:
+        checkpoint (Mapping): What ``torch.load`` returned for a detector's or segmentor's file.
+
+    Returns:
+        dict: ``{'state_dict': ..., 'meta': {'mmvmamba': {'layout': 'model'}, ...}}``.
+
+    Raises:
+        CheckpointMismatchError: No ``state_dict`` with ``backbone.*`` keys beside other keys.
+    """
+    state = checkpoint.get('state_dict') if isinstance(checkpoint, Mapping) else None
+    if isinstance(state, Mapping) and state and all(k.startswith('module.') for k in state):
+        state = _strip_prefix(state, 'module.')
+    backbone = _strip_prefix(state, 'backbone.') if isinstance(state, Mapping) else {}
+    if not backbone or len(backbone) == len(state):
+        keys = sorted(checkpoint)[:_MAX_LISTED] if isinstance(checkpoint, Mapping) else []
+        raise CheckpointMismatchError(
+            'A whole-model conversion needs an mmdet/mmseg checkpoint: a state_dict with '
+            f'backbone.* keys and the neck/head keys beside them; top-level keys: {keys}. For '
+            'ImageNet checkpoints use --to backbone or --to mmpretrain.')
+    out = OrderedDict((f'backbone.{k}', v) for k, v in rename_reference_keys(backbone).items())
+    out.update((k, v) for k, v in state.items() if not k.startswith('backbone.'))
+    meta = {META_KEY: dict(layout='model')}
+    old_meta = checkpoint.get('meta')
+    if isinstance(old_meta, Mapping) and _plain_data(old_meta.get('dataset_meta')):
+        meta['dataset_meta'] = old_meta.get('dataset_meta')
+    return dict(state_dict=out, meta=meta)
+
+
 def load_reference_state(model: nn.Module, ref: ReferenceState, origin: str = '') -> None:
     """Load reference-layout weights into a :class:`~mmvmamba.models.VMamba`, strictly.
 

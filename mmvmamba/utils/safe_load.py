@@ -122,8 +122,9 @@ def load_runner_checkpoint(filename: str,
             f'{filename} holds pickled objects beyond the tensors, numpy arrays and mmengine '
             f'history buffers of a Runner checkpoint ({_describe_refusal(filename, err)}); '
             'mmvmamba refuses to unpickle them because that could run code. If the file comes '
-            'from someone else and you trust it, convert it with '
-            'tools/model_converters/vmamba2mmvmamba.py --unsafe-allow-pickle.') from err
+            'from someone else and you trust it, convert it once with '
+            'tools/model_converters/vmamba2mmvmamba.py SRC DST --unsafe-allow-pickle (add '
+            '--to model to keep a whole detector or segmentor, e.g. for tools/test.py).') from err
 
 
 def install_runner_checkpoint_loader() -> None:

@@ -176,3 +176,58 @@ def test_unused_out_norms_are_dropped(sources, small_arch, fixture_state):
     model.init_weights()
     assert torch.equal(model.outnorm1.weight, fixture_state['outnorm1.weight'])
     assert not hasattr(model, 'outnorm0')
+
+
+# ------------------------------------------------- whole detectors/segmentors (--to model)
+
+def _released_detector(path, with_pickle: bool):
+    """A toy Mask R-CNN's weights saved as a released mmdet file would be: 4-D 1x1 backbone
+    weights (an older layout), Runner extras, and optionally a pickled config object."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = Config.fromfile(str(FIXTURES.parents[2] / 'configs/toy/maskrcnn_vmamba_toy.py'))
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    state = OrderedDict(
+        (k, v[:, :, None, None] if k.startswith('backbone.') and k.endswith('in_proj.weight')
+         else v) for k, v in model.state_dict().items())
+    meta = {'epoch': 12, 'dataset_meta': {'classes': ('square', 'disk', 'triangle'),
+                                          'palette': [(220, 40, 40), (40, 200, 60), (50, 80, 230)]}}
+    if with_pickle:
+        meta['cfg'] = argparse.Namespace(lr=1e-4)
+    torch.save({'state_dict': state, 'meta': meta, 'optimizer': {'state': {}}}, path)
+    return model
+
+
+def test_whole_detector_converts_to_a_file_test_py_loads(converter, tmp_path):
+    from mmvmamba.utils.safe_load import load_runner_checkpoint
+    src, dst = tmp_path / 'released_det.pth', tmp_path / 'det.pth'
+    model = _released_detector(src, with_pickle=True)
+    with pytest.raises(UnsafeCheckpointError):
+        load_runner_checkpoint(str(src))  # what tools/test.py would say
+    with pytest.raises(UnsafeCheckpointError, match='unsafe-allow-pickle'):
+        converter.convert(str(src), str(dst), to='model')
+    converter.main([str(src), str(dst), '--to', 'model', '--unsafe-allow-pickle'])
+    saved = load_runner_checkpoint(str(dst))
+    assert set(saved) == {'state_dict', 'meta'}  # optimizer and pickled config dropped
+    assert saved['meta']['dataset_meta']['classes'] == ('square', 'disk', 'triangle')
+    model.load_state_dict(saved['state_dict'], strict=True)  # neck and heads included
+    for key, value in model.state_dict().items():
+        assert torch.equal(saved['state_dict'][key], value), key
+    again = tmp_path / 'again.pth'
+    converter.convert(str(dst), str(again), to='model')
+    assert _same(torch.load(again, weights_only=True), saved)
+    # the whole-model file still gives the backbone alone
+    backbone = converter.convert(str(dst), str(tmp_path / 'bb.pth'))['state_dict']
+    assert set(backbone) == {k[len('backbone.'):] for k in saved['state_dict']
+                             if k.startswith('backbone.')}
+
+
+def test_whole_model_conversion_needs_a_detector_or_segmentor(converter, sources, tmp_path):
+    with pytest.raises(CheckpointMismatchError, match='--to backbone or --to mmpretrain'):
+        converter.convert(sources['imagenet'], str(tmp_path / 'x.pth'), to='model')
+    with pytest.raises(CheckpointMismatchError, match='backbone.'):
+        converter.convert(sources['bare'], str(tmp_path / 'x.pth'), to='model')
+    with pytest.raises(ValueError, match='--ema'):
+        converter.convert(sources['mmdet'], str(tmp_path / 'x.pth'), to='model', ema=True)
