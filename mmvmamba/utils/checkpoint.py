@@ -131,6 +131,13 @@ def _strip_prefix(state: Mapping[str, Any], prefix: str) -> OrderedDict:
     return OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
 
 
+def _without_ddp_prefix(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` without the ``module.`` prefix a DDP-wrapped model saves, if every key has it."""
+    if state and all(k.startswith('module.') for k in state):
+        return _strip_prefix(state, 'module.')
+    return state
+
+
 def _from_mmpretrain(backbone: OrderedDict, head: OrderedDict) -> OrderedDict:
     """mmpretrain ``ImageClassifier`` keys -> reference classifier keys."""
     last = _num_stages(backbone) - 1
@@ -187,8 +194,7 @@ def extract_reference_state(checkpoint: Mapping[str, Any],
                        f'mmpretrain/mmvmamba) or a bare state dict')
     if not isinstance(state, Mapping):
         raise TypeError(f'{source} is a {type(state).__name__}, not a state dict')
-    if state and all(k.startswith('module.') for k in state):
-        state = _strip_prefix(state, 'module.')
+    state = _without_ddp_prefix(state)
 
     if prefix is not None:
         state = _strip_prefix(state, prefix)
@@ -273,9 +279,8 @@ def to_whole_model_checkpoint(checkpoint: Mapping[str, Any]) -> dict:
         CheckpointMismatchError: No ``state_dict`` with ``backbone.*`` keys beside other keys.
     """
     state = checkpoint.get('state_dict') if isinstance(checkpoint, Mapping) else None
-    if isinstance(state, Mapping) and state and all(k.startswith('module.') for k in state):
-        state = _strip_prefix(state, 'module.')
-    backbone = _strip_prefix(state, 'backbone.') if isinstance(state, Mapping) else {}
+    state = _without_ddp_prefix(state) if isinstance(state, Mapping) else {}
+    backbone = _strip_prefix(state, 'backbone.')
     if not backbone or len(backbone) == len(state):
         keys = sorted(checkpoint)[:_MAX_LISTED] if isinstance(checkpoint, Mapping) else []
         raise CheckpointMismatchError(
