@@ -248,13 +248,16 @@ def bench_resolution(rows: list[dict], names: list[str], warmup: int, iters: int
             torch.cuda.empty_cache()
 
 
-def profile_vmamba(out_dir: str, batch: int) -> None:
+def profile_vmamba(out_dir: str, batch: int, size: int = 224,
+                   modes: tuple[str, ...] = ('infer', 'train')) -> None:
+    """torch.profiler table of VMamba-T: bf16 inference and/or fp16-AMP training."""
     from torch.profiler import ProfilerActivity, profile
 
     model = build_model('vmamba_tiny').cuda()
-    for mode, dtype, make in (('infer', torch.bfloat16, inference_step),
-                              ('train', torch.float16, training_step)):
-        step = make(model, batch, 224, dtype)
+    steps = dict(infer=(torch.bfloat16, inference_step), train=(torch.float16, training_step))
+    for mode in modes:
+        dtype, make = steps[mode]
+        step = make(model, batch, size, dtype)
         for _ in range(3):
             step()
         torch.cuda.synchronize()
@@ -264,9 +267,10 @@ def profile_vmamba(out_dir: str, batch: int) -> None:
             torch.cuda.synchronize()
         table = prof.key_averages().table(sort_by='self_device_time_total', row_limit=25,
                                           max_name_column_width=70)
-        with open(os.path.join(out_dir, f'profile_vmamba_tiny_{mode}.txt'), 'w') as f:
+        name = f'profile_vmamba_tiny_{mode}_{size}_b{batch}'
+        with open(os.path.join(out_dir, f'{name}.txt'), 'w') as f:
             f.write(table)
-        print(f'--- profile vmamba_tiny {mode} (5 iterations) ---\n{table}')  # noqa: T201
+        print(f'--- {name} (5 iterations) ---\n{table}')  # noqa: T201
 
 
 def environment() -> dict:
@@ -334,6 +338,10 @@ def main() -> None:
                         'block_d:block_l:warps:min_programs[:dt_dot],...')
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument('--iters', type=int, default=30)
+    parser.add_argument('--profile-size', type=int, default=224,
+                        help='input size of the profile section (default: 224)')
+    parser.add_argument('--profile-modes', default='infer,train',
+                        help='what the profile section records: infer, train or both')
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit('benchmark.py needs a CUDA device')
@@ -360,7 +368,8 @@ def main() -> None:
         bench_models(rows, args.compile_models.split(','), args.batch, args.warmup, args.iters,
                      True)
     if 'profile' in sections:
-        profile_vmamba(args.out, args.batch)
+        profile_vmamba(args.out, args.batch, args.profile_size,
+                       tuple(args.profile_modes.split(',')))
     with open(os.path.join(args.out, f'environment_{tag}.json'), 'w') as f:
         json.dump(env, f, indent=1)
     if any(r['section'] in ('models', 'compile', 'resolution') for r in rows):

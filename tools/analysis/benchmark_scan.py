@@ -98,7 +98,41 @@ def bench_backend(name, shape, args_ns, device, timer):
         for value in train_in.values():
             value.grad = None
 
+    if args_ns.profile:
+        for what, fn in (('fwd', forward), ('fwd+bwd', forward_backward)):
+            print_kernel_profile(f'{tuple(shape)} {name} {what}', fn, device)
     return timer(forward), (timer(forward_backward) if not args_ns.forward_only else None)
+
+
+def print_kernel_profile(title, fn, device, calls=5):
+    """Per-kernel device time (us per call) and host time per call of ``fn``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == 'cuda':
+        activities.append(ProfilerActivity.CUDA)
+    fn()
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()  # host time per call: the launches alone, before any sync
+    for _ in range(calls):
+        fn()
+    host_ms = (time.perf_counter() - t0) * 1e3 / calls
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    kernels.sort(key=lambda e: -e.self_device_time_total)
+    total = sum(e.self_device_time_total for e in kernels) / calls
+    print(f'  profile {title}: host {host_ms * 1e3:.0f} us/call (no sync), '
+          f'device {total:.0f} us/call in {sum(e.count for e in kernels) // calls} kernels')
+    for e in kernels[:8]:
+        print(f'    {e.self_device_time_total / calls:9.1f} us  x{e.count // calls:<3} '
+              f'{e.key[:90]}')
 
 
 def parse_args():
@@ -119,6 +153,9 @@ def parse_args():
     parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
     parser.add_argument('--forward-only', action='store_true')
     parser.add_argument('--json', default=None, help='also write the rows to this JSON file')
+    parser.add_argument('--profile', action='store_true',
+                        help='also print, per shape and backend, the GPU time of each kernel '
+                        '(torch.profiler, 5 calls of the forward and of forward+backward)')
     return parser.parse_args()
 
 

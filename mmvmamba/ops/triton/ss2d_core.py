@@ -2,12 +2,16 @@
 
 Forward, for ``x (B, D, H, W)`` after the depthwise conv and SiLU:
 
-1. ``proj = x_proj_weight @ x`` as one GEMM over the row-major map: ``(B, 4*(R+2), L)``. The
-   projection is position-wise, so no cross-scan copy is needed before it.
-2. :func:`~.ss2d_scan.ss2d_scan_fwd_kernel`: per (channel block, image, direction) the dt
-   projection, bias, softplus and the fp32 recurrence in registers, written into the merged
-   fp32 map ``y (B, D, L)`` (saved, with the states entering each chunk).
-3. The channel-first output LayerNorm on ``y``, cast to ``x.dtype``.
+1. ``xt``: the map transposed to column-major order (a tiled Triton copy), so that the
+   column-major scan directions read and write contiguously.
+2. ``proj``: the x projection, position-wise, so no cross-scan copy is needed before it: one
+   GEMM on ``x`` for the row-major directions and one on ``xt`` for the column-major ones,
+   ``(B, 4*(R+2), L)`` in each direction's order (slots of ``ss2d_scan.SLOT_DIRECTION``).
+3. :func:`~.ss2d_scan.ss2d_scan_fwd_kernel`: per (channel block, image, direction) the dt
+   projection, bias, softplus and the fp32 recurrence in registers, added into the fp32 maps
+   ``y`` (row-major directions) and ``yt`` (column-major ones); ``yt`` is then added
+   transposed into ``y``, the merged map (saved, with the states entering each chunk).
+4. The channel-first output LayerNorm on ``y``, cast to ``x.dtype``.
 
 The backward recomputes every scan state from the saved chunk-entry states, so nothing of size
 ``4 x (B, D, L)`` is stored. Both passes run as custom ops with fake implementations, so
@@ -23,7 +27,8 @@ from torch import Tensor
 
 from .launch import device_guard
 from .layer_norm_2d import ln2d_backward, ln2d_forward
-from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
+from .ss2d_scan import SLOT_DIRECTION, ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
+from .transpose import transpose_into
 
 __all__ = ['ss2d_core_fused', 'scan_config', 'SCAN_TUNING']
 
@@ -101,6 +106,27 @@ def _check(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A_logs: Te
     return rank
 
 
+def _swap_slots(t: Tensor) -> Tensor:
+    """Reorder a leading axis of 4 between directions and ``proj`` slots (its own inverse).
+
+    Slices and one ``cat``: indexing with ``SLOT_DIRECTION`` would copy an index tensor from
+    the host, which waits for the GPU to drain on every call.
+    """
+    assert SLOT_DIRECTION == (0, 2, 1, 3)
+    return torch.cat((t[0::2], t[1::2]))
+
+
+def _proj_weight_by_slot(x_proj_weight: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``(2*(R+2), D)`` weights of the row-major (k = 0, 2) and column-major (k = 1, 3) slots."""
+    w = x_proj_weight.to(dtype)
+    return w[0::2].reshape(-1, w.shape[2]), w[1::2].reshape(-1, w.shape[2])
+
+
+def _transposed(xf: Tensor, height: int, width: int) -> Tensor:
+    """``(B, D, L)`` row-major map -> the same map in column-major order (``(B, D, W*H)``)."""
+    return transpose_into(xf, torch.empty_like(xf), width, height)
+
+
 def _scan_params(dt_projs_weight: Tensor, dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor,
                  inner: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """fp32 contiguous ``wdt (4, D, R)``, ``bias``, ``A = -exp(A_logs)`` and ``Ds`` ``(4, D)``."""
@@ -120,21 +146,25 @@ def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
     f32 = dict(device=x.device, dtype=torch.float32)
     with torch.autocast(x.device.type, enabled=False):
         xf = x.contiguous().view(batch, inner, length)
-        w_proj = x_proj_weight.reshape(DIRECTIONS * (rank + 2), inner).to(x.dtype)
-        proj = torch.matmul(w_proj, xf)  # (B, 4*(R+2), L), row-major positions
+        xt = _transposed(xf, height, width)
+        w_rows, w_cols = _proj_weight_by_slot(x_proj_weight, x.dtype)
+        # (B, 4*(R+2), L) by slot, each direction in its own order.
+        proj = torch.cat((torch.matmul(w_rows, xf), torch.matmul(w_cols, xt)), dim=1)
         y = torch.zeros(batch, inner, length, **f32)
+        yt = torch.zeros(batch, inner, length, **f32)
         states = torch.empty(batch, DIRECTIONS, inner, cfg.chunks, **f32)
         seg_decay = torch.empty(batch, DIRECTIONS, cfg.segments, inner, **f32)
         seg_state = torch.empty_like(seg_decay)
         grid = (triton.cdiv(inner, cfg.block_d), batch, DIRECTIONS * cfg.segments)
-        args = (xf, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner), y,
-                states, seg_decay, seg_state, inner, length, height, width, cfg.chunks,
-                cfg.segments, cfg.chunks_per_segment)
+        args = (xf, xt, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner),
+                y, yt, states, seg_decay, seg_state, inner, length, cfg.chunks, cfg.segments,
+                cfg.chunks_per_segment)
         meta = _meta(cfg, rank)
         with device_guard(x):
             if cfg.segments > 1:
                 ss2d_scan_fwd_kernel[grid](*args, SUMMARY=True, **meta)
             ss2d_scan_fwd_kernel[grid](*args, SUMMARY=False, **meta)
+        transpose_into(yt, y, height, width, accumulate=True)
         out, mean, rstd = ln2d_forward(y, out_norm_weight, out_norm_bias, eps, x.dtype)
     return out.view(x.shape), proj, y, mean, rstd, states, seg_decay
 
@@ -172,29 +202,41 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
             grad_out.contiguous().view(batch, inner, length), y, out_norm_weight, mean, rstd,
             torch.float32)
         xf = x.contiguous().view(batch, inner, length)
+        xt = _transposed(xf, height, width)
+        grad_yt = _transposed(grad_y, height, width)
         grad_x = torch.zeros(batch, inner, length, **f32)
-        grad_proj = torch.zeros(batch, DIRECTIONS * (rank + 2), length, **f32)
+        grad_xt = torch.zeros(batch, inner, length, **f32)
+        grad_proj = torch.zeros(batch, DIRECTIONS * (rank + 2), length, **f32)  # by slot
         grad_z = torch.empty(batch, DIRECTIONS, inner, length, device=x.device, dtype=x.dtype)
         grad_chan = torch.empty(batch, DIRECTIONS, cfg.segments, 3, inner, **f32)
         seg_carry = torch.empty_like(seg_decay)
         wdt, bias, a_coef, ds = _scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner)
         grid = (triton.cdiv(inner, cfg.block_d), batch, DIRECTIONS * cfg.segments)
-        args = (xf, proj, wdt, bias, a_coef, ds, grad_y, states, seg_decay, seg_carry, grad_x,
-                grad_z, grad_proj, grad_chan, inner, length, height, width, cfg.chunks,
-                cfg.segments, cfg.chunks_per_segment)
+        args = (xf, xt, proj, wdt, bias, a_coef, ds, grad_y, grad_yt, states, seg_decay,
+                seg_carry, grad_x, grad_xt, grad_z, grad_proj, grad_chan, inner, length,
+                cfg.chunks, cfg.segments, cfg.chunks_per_segment)
         meta = _meta(cfg, rank)
         with device_guard(x):
             if cfg.segments > 1:
                 ss2d_scan_bwd_kernel[grid](*args, SUMMARY=True, **meta)
             ss2d_scan_bwd_kernel[grid](*args, SUMMARY=False, **meta)
-        # dt projection: delta[b,k] = wdt[k] @ dt_low[b,k], so with gz = d loss / d delta:
+        # dt projection: delta[b,k] = wdt[k] @ dt_low[b,k], so with gz = d loss / d delta
+        # (grad_z, proj and grad_proj by slot; wdt by direction):
         dt_low = proj.view(batch, DIRECTIONS, rank + 2, length)[:, :, :rank]
         grad_proj.view(batch, DIRECTIONS, rank + 2, length)[:, :, :rank] += torch.matmul(
-            wdt.transpose(1, 2).to(grad_z.dtype), grad_z).float()
-        grad_wdt = torch.einsum('bkdl,bkrl->kdr', grad_z, dt_low.to(grad_z.dtype)).float()
-        w_proj = x_proj_weight.reshape(DIRECTIONS * (rank + 2), inner).float()
-        grad_x = torch.baddbmm(grad_x, w_proj.t().expand(batch, -1, -1), grad_proj)
-        grad_w_proj = torch.einsum('bjl,bdl->jd', grad_proj, xf.float())
+            _swap_slots(wdt).transpose(1, 2).to(grad_z.dtype), grad_z).float()
+        grad_wdt = _swap_slots(
+            torch.einsum('bkdl,bkrl->kdr', grad_z, dt_low.to(grad_z.dtype)).float())
+        # x projection: the row-major slots come from x, the column-major ones from xt.
+        w_rows, w_cols = _proj_weight_by_slot(x_proj_weight, torch.float32)
+        half = w_rows.shape[0]
+        grad_rows, grad_cols = grad_proj[:, :half], grad_proj[:, half:]
+        grad_x = torch.baddbmm(grad_x, w_rows.t().expand(batch, -1, -1), grad_rows)
+        grad_xt = torch.baddbmm(grad_xt, w_cols.t().expand(batch, -1, -1), grad_cols)
+        transpose_into(grad_xt, grad_x, height, width, accumulate=True)
+        grad_w_slots = torch.cat((torch.einsum('bjl,bdl->jd', grad_rows, xf.float()),
+                                  torch.einsum('bjl,bdl->jd', grad_cols, xt.float())))
+        grad_w_proj = _swap_slots(grad_w_slots.view(DIRECTIONS, rank + 2, inner))
         chan = grad_chan.sum((0, 2))  # (4, 3, D): bias, A, Ds
         grad_a_logs = (chan[:, 1] * a_coef).reshape(DIRECTIONS * inner, 1)
     return (grad_x.to(x.dtype).view(x.shape),
