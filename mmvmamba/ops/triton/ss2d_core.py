@@ -221,12 +221,16 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
                 ss2d_scan_bwd_kernel[grid](*args, SUMMARY=True, **meta)
             ss2d_scan_bwd_kernel[grid](*args, SUMMARY=False, **meta)
         # dt projection: delta[b,k] = wdt[k] @ dt_low[b,k], so with gz = d loss / d delta
-        # (grad_z, proj and grad_proj by slot; wdt by direction):
-        dt_low = proj.view(batch, DIRECTIONS, rank + 2, length)[:, :, :rank]
-        grad_proj.view(batch, DIRECTIONS, rank + 2, length)[:, :, :rank] += torch.matmul(
-            _swap_slots(wdt).transpose(1, 2).to(grad_z.dtype), grad_z).float()
-        grad_wdt = _swap_slots(
-            torch.einsum('bkdl,bkrl->kdr', grad_z, dt_low.to(grad_z.dtype)).float())
+        # (grad_z, proj and grad_proj by slot; wdt by direction). Both GEMMs span all R+2 rows
+        # of a slot (the dt weight padded with zero columns for the B and C rows): an R-sized
+        # dimension (6 in VMamba-T) falls to slow unaligned tensor-core kernels.
+        rows = rank + 2
+        wdt_padded = grad_z.new_zeros(DIRECTIONS, inner, rows)
+        wdt_padded[..., :rank] = _swap_slots(wdt)
+        grad_proj.view(batch, DIRECTIONS, rows, length).add_(
+            torch.matmul(wdt_padded.transpose(1, 2), grad_z))
+        proj_t = proj.view(batch, DIRECTIONS, rows, length).transpose(2, 3).to(grad_z.dtype)
+        grad_wdt = _swap_slots(torch.matmul(grad_z, proj_t).float().sum(0)[..., :rank])
         # x projection: the row-major slots come from x, the column-major ones from xt.
         w_rows, w_cols = _proj_weight_by_slot(x_proj_weight, torch.float32)
         half = w_rows.shape[0]
@@ -234,9 +238,11 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         grad_x = torch.baddbmm(grad_x, w_rows.t().expand(batch, -1, -1), grad_rows)
         grad_xt = torch.baddbmm(grad_xt, w_cols.t().expand(batch, -1, -1), grad_cols)
         transpose_into(grad_xt, grad_x, height, width, accumulate=True)
-        grad_w_slots = torch.cat((torch.einsum('bjl,bdl->jd', grad_rows, xf.float()),
-                                  torch.einsum('bjl,bdl->jd', grad_cols, xt.float())))
-        grad_w_proj = _swap_slots(grad_w_slots.view(DIRECTIONS, rank + 2, inner))
+        # (B, 2*(R+2), L) @ (B, L, D) per image in x's dtype (no fp32 copy of x), summed in fp32.
+        grad_w_slots = torch.cat([
+            torch.matmul(grad.to(x.dtype), src.transpose(1, 2)).float().sum(0)
+            for grad, src in ((grad_rows, xf), (grad_cols, xt))])
+        grad_w_proj = _swap_slots(grad_w_slots.view(DIRECTIONS, rows, inner))
         chan = grad_chan.sum((0, 2))  # (4, 3, D): bias, A, Ds
         grad_a_logs = (chan[:, 1] * a_coef).reshape(DIRECTIONS * inner, 1)
     return (grad_x.to(x.dtype).view(x.shape),
