@@ -11,10 +11,8 @@ class Linear2d(nn.Module):
     """A linear map over the channels of a ``(B, C, H, W)`` map, applied at every pixel.
 
     The weight keeps the 2-D ``(out_channels, in_channels)`` shape of an ``nn.Linear`` (the
-    reference's state-dict layout). It runs as a batched GEMM on the ``(B, C, H*W)`` view: a 1x1
-    convolution on an NCHW map makes cuDNN transpose it to NHWC and back (about 8% of VMamba-T's
-    GPU time on an H100). Under ``torch.jit.trace`` (FLOP counting) it runs as the equivalent 1x1
-    convolution instead, so FLOP counters bucket it as a convolution, as the paper counts it.
+    reference's state-dict layout) and is applied as a 1x1 convolution, so FLOP counters bucket it
+    as a convolution, as the paper counts it.
 
     Initialisation follows the spec for linear-type weights: truncated normal with std 0.02,
     bias 0.
@@ -39,13 +37,7 @@ class Linear2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(B, C_in, H, W)`` to ``(B, C_out, H, W)``."""
-        if torch.jit.is_tracing():
-            return F.conv2d(x, self.weight[:, :, None, None], self.bias)
-        batch, _, height, width = x.shape
-        out = torch.matmul(self.weight, x.reshape(batch, self.in_channels, height * width))
-        if self.bias is not None:
-            out = out + self.bias[:, None].to(out.dtype)
-        return out.view(batch, self.out_channels, height, width)
+        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
 
     def extra_repr(self) -> str:
         return f'{self.in_channels}, {self.out_channels}, bias={self.bias is not None}'
