@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kBlock) segment_maps_bwd_kernel(ScanParams p) 
 }
 
 template <int TPR, int ITEMS, typename in_t, typename bc_t>
-__global__ void __launch_bounds__(kBlock, 4) scan_bwd_kernel(ScanParams p) {
+__global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
   constexpr int kUnitsPerBlock = kBlock / TPR;
   constexpr int64_t kChunk = TPR * ITEMS;
   __shared__ float smem_dB[kUnitsPerBlock][kChunk];

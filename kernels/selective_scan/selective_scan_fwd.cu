@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(kBlock) segment_maps_fwd_kernel(ScanParams p) 
 // One TPR-lane group per unit; states n = 0..N-1 are scanned one after the other, the output
 // accumulating in global memory (read back only when N > 1).
 template <int TPR, int ITEMS, typename in_t, typename bc_t>
-__global__ void __launch_bounds__(kBlock) scan_fwd_kernel(ScanParams p) {
+__global__ void __launch_bounds__(kBlock, 8) scan_fwd_kernel(ScanParams p) {
   constexpr int64_t kChunk = TPR * ITEMS;
   const UnitInfo r = unit_info<TPR>(p);
   const int64_t L = p.length, N = p.state;
