@@ -85,6 +85,20 @@ def _meta(cfg: ScanConfig, rank: int) -> dict:
                 BL=cfg.block_l, DT_DOT=cfg.dt_dot, num_warps=cfg.num_warps)
 
 
+def _launch(kernel, cfg: ScanConfig, batch: int, inner: int, paired: bool, args: tuple,
+            meta: dict) -> None:
+    """Run a scan kernel: one paired launch (directions k and k+2 per program, one segment), or
+    the segment-summary launch (several segments) and then one program per direction."""
+    channel_blocks = triton.cdiv(inner, cfg.block_d)
+    if paired:
+        kernel[(channel_blocks, batch, 2)](*args, SUMMARY=False, PAIRED=True, **meta)
+        return
+    grid = (channel_blocks, batch, DIRECTIONS * cfg.segments)
+    if cfg.segments > 1:
+        kernel[grid](*args, SUMMARY=True, PAIRED=False, **meta)
+    kernel[grid](*args, SUMMARY=False, PAIRED=False, **meta)
+
+
 def _check(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A_logs: Tensor) -> int:
     """Validate shapes; return the dt rank ``R``."""
     if x.dim() != 4:
@@ -150,20 +164,19 @@ def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
         w_rows, w_cols = _proj_weight_by_slot(x_proj_weight, x.dtype)
         # (B, 4*(R+2), L) by slot, each direction in its own order.
         proj = torch.cat((torch.matmul(w_rows, xf), torch.matmul(w_cols, xt)), dim=1)
-        y = torch.zeros(batch, inner, length, **f32)
-        yt = torch.zeros(batch, inner, length, **f32)
+        paired = cfg.segments == 1  # directions k and k+2 in one program: plain stores
+        new_map = torch.empty if paired else torch.zeros
+        y = new_map(batch, inner, length, **f32)
+        yt = new_map(batch, inner, length, **f32)
         states = torch.empty(batch, DIRECTIONS, inner, cfg.chunks, **f32)
         seg_decay = torch.empty(batch, DIRECTIONS, cfg.segments, inner, **f32)
         seg_state = torch.empty_like(seg_decay)
-        grid = (triton.cdiv(inner, cfg.block_d), batch, DIRECTIONS * cfg.segments)
         args = (xf, xt, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner),
                 y, yt, states, seg_decay, seg_state, inner, length, cfg.chunks, cfg.segments,
                 cfg.chunks_per_segment)
         meta = _meta(cfg, rank)
         with device_guard(x):
-            if cfg.segments > 1:
-                ss2d_scan_fwd_kernel[grid](*args, SUMMARY=True, **meta)
-            ss2d_scan_fwd_kernel[grid](*args, SUMMARY=False, **meta)
+            _launch(ss2d_scan_fwd_kernel, cfg, batch, inner, paired, args, meta)
         transpose_into(yt, y, height, width, accumulate=True)
         out, mean, rstd = ln2d_forward(y, out_norm_weight, out_norm_bias, eps, x.dtype)
     return out.view(x.shape), proj, y, mean, rstd, states, seg_decay
@@ -204,22 +217,21 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         xf = x.contiguous().view(batch, inner, length)
         xt = _transposed(xf, height, width)
         grad_yt = _transposed(grad_y, height, width)
-        grad_x = torch.zeros(batch, inner, length, **f32)
-        grad_xt = torch.zeros(batch, inner, length, **f32)
+        paired = cfg.segments == 1  # see the forward
+        new_map = torch.empty if paired else torch.zeros
+        grad_x = new_map(batch, inner, length, **f32)
+        grad_xt = new_map(batch, inner, length, **f32)
         grad_proj = torch.zeros(batch, DIRECTIONS * (rank + 2), length, **f32)  # by slot
         grad_z = torch.empty(batch, DIRECTIONS, inner, length, device=x.device, dtype=x.dtype)
         grad_chan = torch.empty(batch, DIRECTIONS, cfg.segments, 3, inner, **f32)
         seg_carry = torch.empty_like(seg_decay)
         wdt, bias, a_coef, ds = _scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner)
-        grid = (triton.cdiv(inner, cfg.block_d), batch, DIRECTIONS * cfg.segments)
         args = (xf, xt, proj, wdt, bias, a_coef, ds, grad_y, grad_yt, states, seg_decay,
                 seg_carry, grad_x, grad_xt, grad_z, grad_proj, grad_chan, inner, length,
                 cfg.chunks, cfg.segments, cfg.chunks_per_segment)
         meta = _meta(cfg, rank)
         with device_guard(x):
-            if cfg.segments > 1:
-                ss2d_scan_bwd_kernel[grid](*args, SUMMARY=True, **meta)
-            ss2d_scan_bwd_kernel[grid](*args, SUMMARY=False, **meta)
+            _launch(ss2d_scan_bwd_kernel, cfg, batch, inner, paired, args, meta)
         # dt projection: delta[b,k] = wdt[k] @ dt_low[b,k], so with gz = d loss / d delta
         # (grad_z, proj and grad_proj by slot; wdt by direction). Both GEMMs span all R+2 rows
         # of a slot (the dt weight padded with zero columns for the B and C rows): an R-sized

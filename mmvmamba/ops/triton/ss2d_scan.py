@@ -1,11 +1,13 @@
 """Triton kernels of the fused SS2D scan (N = 1): four scan orders, dt projection, merge.
 
-One program owns a block of ``BD`` channels of one image, one scan direction ``k`` and one
+One program owns a block of ``BD`` channels of one image, a scan direction ``k`` (or two) and one
 segment of the scan (``NSEG`` segments of ``SEG_CH`` chunks; one segment unless the grid would
 be too small to fill the GPU). It walks its chunks of ``BL`` steps, reading the activation and
 the direction's ``(dt_low, B, C)`` rows, applies the dt projection, bias and softplus in
 registers, runs the recurrence in fp32 with ``tl.associative_scan`` and a state carried across
-chunks, and adds its output into a merged map with atomic adds.
+chunks, and writes its output into a merged map: with one segment a program runs direction
+``k`` and then ``k + 2`` over the same map (a store, then an add: no zeroing, no atomics);
+with several, each direction's program adds atomically into a zeroed map.
 
 The row-major directions (k = 0, 2) read ``x`` and add into ``y``; the column-major ones
 (k = 1, 3) read ``xt``, the transposed copy of the map, and add into ``yt`` (the caller adds
@@ -118,23 +120,24 @@ def _last_column(tile, cols, BL: tl.constexpr):
 
 
 @triton.jit
-def ss2d_scan_fwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_ptr,
-                         yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr,
-                         D, L, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
-                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
-                         SUMMARY: tl.constexpr):
-    """Forward; grid ``(cdiv(D, BD), B, 4 * NSEG)``. See the module docstring.
+def _merge(dst, value, mask, MERGE: tl.constexpr):
+    """Put ``value`` into the merged map: 0 atomic add, 1 store, 2 add to what is there."""
+    if MERGE == 0:
+        tl.atomic_add(dst, value, mask=mask, sem='relaxed')
+    elif MERGE == 1:
+        tl.store(dst, value, mask=mask)
+    else:
+        tl.store(dst, value + tl.load(dst, mask=mask, other=0.0), mask=mask)
 
-    ``SUMMARY=True`` writes only the segment summaries; ``False`` writes ``y`` and ``states``.
-    """
-    pid_d = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    k = tl.program_id(2) // NSEG
-    seg = tl.program_id(2) % NSEG
-    chans = pid_d * BD + tl.arange(0, BD)
-    chan_ok = chans < D
+
+@triton.jit
+def _scan_direction_fwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
+                        a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr,
+                        D, L, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
+                        BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
+                        SUMMARY: tl.constexpr, MERGE: tl.constexpr):
+    """One program's work for direction ``k``, segment ``seg`` (see the forward kernel)."""
     cols = tl.arange(0, BL)
-
     kd = k * D + chans
     bias = tl.load(bias_ptr + kd, mask=chan_ok, other=0.0)
     a_coef = tl.load(a_ptr + kd, mask=chan_ok, other=0.0)
@@ -174,8 +177,7 @@ def ss2d_scan_fwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_p
         else:
             tl.store(state_rows + c, h, mask=chan_ok)
             y = c_out[None, :] * h_all + skip[:, None] * u
-            tile_ok = chan_ok[:, None] & step_ok[None, :]
-            tl.atomic_add(y_b + offs, y, mask=tile_ok, sem='relaxed')
+            _merge(y_b + offs, y, chan_ok[:, None] & step_ok[None, :], MERGE)
         # Steps past L decay by 1 with no drive, so the last column is the chunk's final state.
         h = _last_column(h_all, cols, BL)
     if SUMMARY:
@@ -184,29 +186,49 @@ def ss2d_scan_fwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_p
 
 
 @triton.jit
-def ss2d_scan_bwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_ptr,
-                         gyt_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
-                         gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr,
+def ss2d_scan_fwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_ptr,
+                         yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr,
                          D, L, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
                          BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
-                         SUMMARY: tl.constexpr):
-    """Backward of :func:`ss2d_scan_fwd_kernel`, walking each segment's chunks in reverse.
+                         SUMMARY: tl.constexpr, PAIRED: tl.constexpr):
+    """Forward. See the module docstring.
 
-    Each chunk's states are recomputed from the saved chunk-entry state. ``SUMMARY=True`` only
-    writes each segment's outgoing state gradient from a zero incoming one (``seg_carry``).
-    Otherwise: ``gx`` / ``gxt (B, D, L)`` (row- / column-major directions, like ``x`` / ``xt``;
-    ``gy`` / ``gyt`` likewise) and rows B, C of ``gproj (B, 4, R+2, L)`` (slots as ``proj``;
-    fp32, zeroed by the caller) receive atomic adds; ``gz (B, 4, D, L)``, by ``proj`` slot,
-    gets the gradient of ``delta + bias`` in direction order (the caller turns it into the
-    dt_low and dt-weight gradients with two GEMMs); ``gchan (B, K, NSEG, 3, D)`` (rows: bias,
-    A, Ds; by direction) holds per-program partial sums.
+    ``PAIRED`` (one segment only): grid ``(cdiv(D, BD), B, 2)``; program ``p`` runs direction
+    ``p`` and then ``p + 2`` over the same map, storing ``y`` / ``yt`` and then adding to it, so
+    the maps need no zeroing and no atomics. Otherwise grid ``(cdiv(D, BD), B, 4 * NSEG)``, one
+    direction's segment per program, atomic adds into zeroed maps; ``SUMMARY=True`` writes only
+    the segment summaries; ``False`` writes ``y`` and ``states``.
     """
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    k = tl.program_id(2) // NSEG
-    seg = tl.program_id(2) % NSEG
     chans = pid_d * BD + tl.arange(0, BD)
     chan_ok = chans < D
+    if PAIRED:
+        k = tl.program_id(2)
+        _scan_direction_fwd(k, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
+                            a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr,
+                            seg_state_ptr, D, L, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
+                            False, 1)
+        tl.debug_barrier()  # the second direction reads what other threads stored
+        _scan_direction_fwd(k + 2, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
+                            bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr,
+                            seg_state_ptr, D, L, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
+                            False, 2)
+    else:
+        _scan_direction_fwd(tl.program_id(2) // NSEG, tl.program_id(2) % NSEG, b, chans,
+                            chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr,
+                            y_ptr, yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr, D, L, NCH,
+                            NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, SUMMARY, 0)
+
+
+@triton.jit
+def _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
+                        a_ptr, ds_ptr, gy_ptr, gyt_ptr, states_ptr, seg_decay_ptr,
+                        seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr,
+                        D, L, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
+                        BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
+                        SUMMARY: tl.constexpr, MERGE: tl.constexpr):
+    """One program's work for direction ``k``, segment ``seg`` (see the backward kernel)."""
     cols = tl.arange(0, BL)
 
     kd = k * D + chans
@@ -272,7 +294,7 @@ def ss2d_scan_bwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_p
             g_dt = g_h * (a_coef[:, None] * decayed_prev + b_in[None, :] * u)
             g_z = tl.where(tile_ok, g_dt * tl.sigmoid(z), 0.0)
             g_u = skip[:, None] * gy + g_h * dt * b_in[None, :]
-            tl.atomic_add(gx_b + offs, g_u, mask=tile_ok, sem='relaxed')
+            _merge(gx_b + offs, g_u, tile_ok, MERGE)
 
             g_skip += tl.sum(gy * u, axis=1)
             g_a += tl.sum(g_h * decayed_prev * dt, axis=1)
@@ -292,3 +314,49 @@ def ss2d_scan_bwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_p
         tl.store(chan_part, g_bias, mask=chan_ok)
         tl.store(chan_part + D, g_a, mask=chan_ok)
         tl.store(chan_part + 2 * D, g_skip, mask=chan_ok)
+
+
+@triton.jit
+def ss2d_scan_bwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_ptr,
+                         gyt_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
+                         gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr,
+                         D, L, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
+                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
+                         SUMMARY: tl.constexpr, PAIRED: tl.constexpr):
+    """Backward of :func:`ss2d_scan_fwd_kernel`, walking each segment's chunks in reverse.
+
+    Each chunk's states are recomputed from the saved chunk-entry state. ``SUMMARY=True`` only
+    writes each segment's outgoing state gradient from a zero incoming one (``seg_carry``).
+    Otherwise: ``gx`` / ``gxt (B, D, L)`` (fp32; row- / column-major directions, like ``x`` /
+    ``xt``; ``gy`` / ``gyt`` likewise) receive the scan's input gradient, rows B, C of
+    ``gproj (B, 4, R+2, L)`` (slots as ``proj``) theirs; ``gz (B, 4, D, L)``, by ``proj`` slot,
+    gets the gradient of ``delta + bias`` in direction order (the caller turns it into the
+    dt_low and dt-weight gradients with two GEMMs); ``gchan (B, K, NSEG, 3, D)`` (rows: bias,
+    A, Ds; by direction) holds per-program partial sums.
+
+    ``PAIRED`` (one segment only): grid ``(cdiv(D, BD), B, 2)``, directions ``p`` then ``p + 2``
+    per program, storing and then adding ``gx`` / ``gxt`` (no zeroing needed). Otherwise grid
+    ``(cdiv(D, BD), B, 4 * NSEG)`` and atomic adds into zeroed ``gx`` / ``gxt``. The B and C
+    rows of ``gproj`` (zeroed by the caller) always take atomic adds (summed over channels).
+    """
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    chans = pid_d * BD + tl.arange(0, BD)
+    chan_ok = chans < D
+    if PAIRED:
+        k = tl.program_id(2)
+        _scan_direction_bwd(k, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
+                            a_ptr, ds_ptr, gy_ptr, gyt_ptr, states_ptr, seg_decay_ptr,
+                            seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L,
+                            NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, False, 1)
+        tl.debug_barrier()  # the second direction reads what other threads stored
+        _scan_direction_bwd(k + 2, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
+                            bias_ptr, a_ptr, ds_ptr, gy_ptr, gyt_ptr, states_ptr, seg_decay_ptr,
+                            seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L,
+                            NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, False, 2)
+    else:
+        _scan_direction_bwd(tl.program_id(2) // NSEG, tl.program_id(2) % NSEG, b, chans,
+                            chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr,
+                            gy_ptr, gyt_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr, gx_ptr,
+                            gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, NCH, NSEG, SEG_CH, R, RP,
+                            BD, BL, DT_DOT, SUMMARY, 0)
