@@ -26,12 +26,15 @@ TOLERANCE = {'fp32': 1e-4, 'fp16': 1e-2, 'bf16': 3e-2}
 TUNINGS = {
     'fma': dict(block_d=4, block_l=16, num_warps=4, min_programs=64, dt_dot=False),
     'fma_one_segment': dict(block_d=4, block_l=16, num_warps=4, min_programs=1, dt_dot=False),
+    'fma_one_segment_unpaired': dict(block_d=4, block_l=16, num_warps=4, min_programs=1,
+                                     dt_dot=False, pair_max_length=0),
     'dot': dict(block_d=16, block_l=16, num_warps=4, min_programs=64, dt_dot=True),
 }
 INTERPRETER_CASES = {
     'odd_channels_nonsquare': (2, 5, 3, 4, 2, 'fp32', 'fma'),
     'three_chunks_three_segments': (1, 6, 5, 7, 3, 'fp32', 'fma'),
     'three_chunks_one_segment': (1, 6, 7, 5, 3, 'fp32', 'fma_one_segment'),
+    'three_chunks_one_segment_unpaired': (2, 5, 5, 7, 3, 'fp32', 'fma_one_segment_unpaired'),
     'one_pixel': (1, 3, 1, 1, 1, 'fp32', 'fma'),
     'one_row': (1, 4, 1, 7, 2, 'fp32', 'fma'),
     'bf16_input': (2, 5, 3, 4, 2, 'bf16', 'fma'),
@@ -106,13 +109,18 @@ def relative_errors(case, fused_fn, device='cpu', seed=0):
 def _interpreter_worker():
     """Entry point of the subprocess: print the errors of every interpreter case as JSON."""
     assert os.environ.get('TRITON_INTERPRET') == '1'
-    from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING, scan_config, ss2d_core_fused
+    from mmvmamba.ops.triton.ss2d_core import (SCAN_TUNING, _paired, scan_config,
+                                                ss2d_core_fused)
 
+    defaults = dict(SCAN_TUNING)
     results = {}
     for i, (name, case) in enumerate(INTERPRETER_CASES.items()):
-        SCAN_TUNING.update(TUNINGS[case[-1]])
+        SCAN_TUNING.clear()
+        SCAN_TUNING.update(defaults, **TUNINGS[case[-1]])
         results[name] = relative_errors(case[:-1], ss2d_core_fused, seed=i)
-        results[name]['config'] = scan_config(case[0], case[1], case[2] * case[3])._asdict()
+        length = case[2] * case[3]
+        config = scan_config(case[0], case[1], length)
+        results[name]['config'] = dict(config._asdict(), paired=_paired(config, length))
     print('RESULTS ' + json.dumps(results))  # noqa: T201 (read by the parent test)
 
 
@@ -138,6 +146,9 @@ def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
     assert configs['three_chunks_three_segments']['segments'] == 3
     assert configs['three_chunks_one_segment']['segments'] == 1
     assert configs['three_chunks_one_segment']['chunks'] == 3
+    assert configs['three_chunks_one_segment']['paired']  # directions k, k+2 in one program
+    unpaired = configs['three_chunks_one_segment_unpaired']
+    assert unpaired['segments'] == 1 and unpaired['chunks'] > 1 and not unpaired['paired']
     dot = configs['dot_two_channel_blocks_segments']
     assert dot['dt_dot'] and dot['segments'] > 1 and dot['block_d'] == 16
 

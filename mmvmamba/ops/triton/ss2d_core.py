@@ -40,8 +40,12 @@ DIRECTIONS = 4
 #: ``min_programs`` programs), steps per chunk, warps per program; a grid still too small is
 #: split into segments along the scan. ``dt_dot`` computes the dt projection with a tensor-core
 #: dot instead of unrolled FMAs (see :func:`~.ss2d_scan._dt_projection`). The defaults were the
-#: fastest of a sweep on an H100 (docs/benchmarks.md).
-SCAN_TUNING = dict(block_d=4, block_l=256, num_warps=4, min_programs=512, dt_dot=False)
+#: fastest of a sweep on an H100 (docs/benchmarks.md). ``pair_max_length``: scans of at most
+#: this many steps in one segment run directions k and k+2 in one program (no atomics, half the
+#: programs); on an H100 that won 2-3% at 224 / batch 128 and lost 5-6% at 384-1024 / batch 32,
+#: where the longer sequential walk and re-reading the merged map from HBM cost more.
+SCAN_TUNING = dict(block_d=4, block_l=256, num_warps=4, min_programs=512, dt_dot=False,
+                   pair_max_length=4096)
 
 
 class ScanConfig(NamedTuple):
@@ -83,6 +87,11 @@ def _meta(cfg: ScanConfig, rank: int) -> dict:
     """Compile-time arguments of the scan kernels."""
     return dict(R=rank, RP=max(16, triton.next_power_of_2(rank)), BD=cfg.block_d,
                 BL=cfg.block_l, DT_DOT=cfg.dt_dot, num_warps=cfg.num_warps)
+
+
+def _paired(cfg: ScanConfig, length: int) -> bool:
+    """Run directions k and k+2 in one program (plain stores, no zeroed maps)? See SCAN_TUNING."""
+    return cfg.segments == 1 and length <= SCAN_TUNING.get('pair_max_length', 0)
 
 
 def _launch(kernel, cfg: ScanConfig, batch: int, inner: int, paired: bool, args: tuple,
@@ -164,7 +173,7 @@ def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
         w_rows, w_cols = _proj_weight_by_slot(x_proj_weight, x.dtype)
         # (B, 4*(R+2), L) by slot, each direction in its own order.
         proj = torch.cat((torch.matmul(w_rows, xf), torch.matmul(w_cols, xt)), dim=1)
-        paired = cfg.segments == 1  # directions k and k+2 in one program: plain stores
+        paired = _paired(cfg, length)
         new_map = torch.empty if paired else torch.zeros
         y = new_map(batch, inner, length, **f32)
         yt = new_map(batch, inner, length, **f32)
@@ -217,7 +226,7 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         xf = x.contiguous().view(batch, inner, length)
         xt = _transposed(xf, height, width)
         grad_yt = _transposed(grad_y, height, width)
-        paired = cfg.segments == 1  # see the forward
+        paired = _paired(cfg, length)
         new_map = torch.empty if paired else torch.zeros
         grad_x = new_map(batch, inner, length, **f32)
         grad_xt = new_map(batch, inner, length, **f32)
