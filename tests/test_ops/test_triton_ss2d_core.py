@@ -109,8 +109,7 @@ def relative_errors(case, fused_fn, device='cpu', seed=0):
 def _interpreter_worker():
     """Entry point of the subprocess: print the errors of every interpreter case as JSON."""
     assert os.environ.get('TRITON_INTERPRET') == '1'
-    from mmvmamba.ops.triton.ss2d_core import (SCAN_TUNING, _paired, scan_config,
-                                                ss2d_core_fused)
+    from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING, _paired, scan_config, ss2d_core_fused
 
     defaults = dict(SCAN_TUNING)
     results = {}
