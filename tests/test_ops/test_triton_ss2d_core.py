@@ -152,6 +152,21 @@ def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
     assert dot['dt_dot'] and dot['segments'] > 1 and dot['block_d'] == 16
 
 
+def test_slot_order_is_spelled_the_same_everywhere():
+    """The kernels' slot of a direction, the weight split and the slot swap agree with
+    ``SLOT_DIRECTION`` (the proj slot order: the row-major directions first)."""
+    from mmvmamba.ops.triton.ss2d_core import _proj_weight_by_slot, _swap_slots
+    from mmvmamba.ops.triton.ss2d_scan import SLOT_DIRECTION, _proj_slot
+
+    assert [_proj_slot.fn(k) for k in range(4)] == [SLOT_DIRECTION.index(k) for k in range(4)]
+    order = torch.arange(4)
+    assert _swap_slots(order).tolist() == list(SLOT_DIRECTION)
+    assert _swap_slots(_swap_slots(order)).tolist() == [0, 1, 2, 3]
+    weight = torch.randn(4, 3, 5)
+    rows, cols = _proj_weight_by_slot(weight, torch.float32)
+    assert torch.equal(torch.cat((rows, cols)).view(4, 3, 5), weight[list(SLOT_DIRECTION)])
+
+
 def test_fused_core_rejects_state_size_above_one():
     from mmvmamba.ops.triton.ss2d_core import ss2d_core_fused
 

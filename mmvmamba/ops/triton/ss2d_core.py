@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .launch import device_guard
 from .layer_norm_2d import ln2d_backward, ln2d_forward
-from .ss2d_scan import SLOT_DIRECTION, ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
+from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
 from .transpose import transpose_into
 
 __all__ = ['ss2d_core_fused', 'scan_config', 'SCAN_TUNING']
@@ -132,10 +132,10 @@ def _check(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A_logs: Te
 def _swap_slots(t: Tensor) -> Tensor:
     """Reorder a leading axis of 4 between directions and ``proj`` slots (its own inverse).
 
-    Slices and one ``cat``: indexing with ``SLOT_DIRECTION`` would copy an index tensor from
-    the host, which waits for the GPU to drain on every call.
+    ``SLOT_DIRECTION`` is ``(0, 2, 1, 3)``: even directions first. Slices and one ``cat``:
+    indexing with ``SLOT_DIRECTION`` would copy an index tensor from the host, which waits for
+    the GPU to drain on every call.
     """
-    assert SLOT_DIRECTION == (0, 2, 1, 3)
     return torch.cat((t[0::2], t[1::2]))
 
 
