@@ -50,6 +50,8 @@ GPU_CASES = {
     'odd_fp16': (2, 40, 17, 23, 3, 'fp16'),
     'odd_bf16': (2, 40, 17, 23, 3, 'bf16'),
     'detection_bf16': (1, 96, 200, 320, 6, 'bf16'),
+    # One segment of three chunks: directions k and k+2 paired in one program on the GPU.
+    'paired_three_chunks_bf16': (8, 96, 24, 24, 6, 'bf16'),
 }
 
 
