@@ -23,19 +23,22 @@ from triton.compiler import ASTSource
 
 from mmvmamba.ops.triton.ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
 
-FWD_POINTERS = ('x_ptr', 'proj_ptr', 'wdt_ptr', 'bias_ptr', 'a_ptr', 'ds_ptr', 'y_ptr',
-                'states_ptr', 'seg_decay_ptr', 'seg_state_ptr')
-BWD_POINTERS = ('x_ptr', 'proj_ptr', 'wdt_ptr', 'bias_ptr', 'a_ptr', 'ds_ptr', 'gy_ptr',
-                'states_ptr', 'seg_decay_ptr', 'seg_carry_ptr', 'gx_ptr', 'gz_ptr', 'gproj_ptr',
-                'gchan_ptr')
-INTS = ('D', 'L', 'H', 'W', 'NCH', 'NSEG', 'SEG_CH')
-HALF_POINTERS = ('x_ptr', 'proj_ptr', 'gz_ptr')  # in the activation's dtype
+HALF_POINTERS = ('x_ptr', 'xt_ptr', 'proj_ptr', 'gz_ptr')  # in the activation's dtype
 
 
-def inspect(kernel, pointers, constexprs: dict, args: argparse.Namespace) -> str:
-    signature = {p: '*' + (args.dtype if p in HALF_POINTERS else 'fp32') for p in pointers}
-    signature.update({name: 'i32' for name in INTS})
-    signature.update({name: 'constexpr' for name in constexprs})
+def inspect(kernel, constexprs: dict, args: argparse.Namespace) -> str:
+    """Compile ``kernel`` for the target; its argument types come from its own parameter list:
+    ``*_ptr`` are pointers (``HALF_POINTERS`` in ``--dtype``, the rest fp32), other
+    non-constexpr parameters int32."""
+    signature = {}
+    for param in kernel.params:
+        name = param.name
+        if param.is_constexpr:
+            signature[name] = 'constexpr'
+        elif name.endswith('_ptr'):
+            signature[name] = '*' + (args.dtype if name in HALF_POINTERS else 'fp32')
+        else:
+            signature[name] = 'i32'
     compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
                               target=GPUTarget('cuda', args.arch, 32),
                               options=dict(num_warps=args.warps))
@@ -67,11 +70,13 @@ def main() -> None:
     args = parser.parse_args()
     base = dict(R=args.rank, RP=max(16, triton.next_power_of_2(args.rank)), BD=args.block_d,
                 BL=args.block_l, DT_DOT=args.dt_dot)
-    for name, kernel, pointers in (('fwd', ss2d_scan_fwd_kernel, FWD_POINTERS),
-                                   ('bwd', ss2d_scan_bwd_kernel, BWD_POINTERS)):
-        for summary in (False, True):
-            report = inspect(kernel, pointers, dict(base, SUMMARY=summary), args)
-            print(f'{name}{" summary" if summary else ""}: {report}')  # noqa: T201 (CLI)
+    variants = (('', dict(SUMMARY=False, PAIRED=False)),
+                (' summary', dict(SUMMARY=True, PAIRED=False)),
+                (' paired', dict(SUMMARY=False, PAIRED=True)))
+    for name, kernel in (('fwd', ss2d_scan_fwd_kernel), ('bwd', ss2d_scan_bwd_kernel)):
+        for label, flags in variants:
+            report = inspect(kernel, dict(base, **flags), args)
+            print(f'{name}{label}: {report}')  # noqa: T201 (CLI)
 
 
 if __name__ == '__main__':
