@@ -120,6 +120,33 @@ def _last_column(tile, cols, BL: tl.constexpr):
 
 
 @triton.jit
+def _program_channels(D, BD: tl.constexpr):
+    """Image ``b`` (int64) and channel block ``chans`` / ``chan_ok`` of this program."""
+    chans = tl.program_id(0) * BD + tl.arange(0, BD)
+    return tl.program_id(1).to(tl.int64), chans, chans < D
+
+
+@triton.jit
+def _direction_setup(k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, L, NCH, NSEG,
+                     R: tl.constexpr):
+    """Per-direction parameters and row offsets shared by the forward and the backward.
+
+    Returns ``bias, a_coef, skip`` (``(BD,)`` fp32), ``slot_row`` (offset of direction ``k``'s
+    rows in ``proj`` / ``gproj``), ``kd`` (``k * D + chans``, the rows of ``wdt``),
+    ``state_rows`` (offsets of the channels' rows in ``states``) and ``seg_base`` (offsets in
+    the segment summaries).
+    """
+    kd = k * D + chans
+    bias = tl.load(bias_ptr + kd, mask=chan_ok, other=0.0)
+    a_coef = tl.load(a_ptr + kd, mask=chan_ok, other=0.0)
+    skip = tl.load(ds_ptr + kd, mask=chan_ok, other=0.0)
+    slot_row = (b * 4 + _proj_slot(k)) * (R + 2) * L
+    state_rows = ((b * 4 + k) * D + chans).to(tl.int64) * NCH
+    seg_base = ((b * 4 + k) * NSEG) * D + chans
+    return bias, a_coef, skip, slot_row, kd, state_rows, seg_base
+
+
+@triton.jit
 def _merge(dst, value, mask, MERGE: tl.constexpr):
     """Put ``value`` into the merged map: 0 atomic add, 1 store, 2 add to what is there."""
     if MERGE == 0:
@@ -138,21 +165,17 @@ def _scan_direction_fwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
                         SUMMARY: tl.constexpr, MERGE: tl.constexpr):
     """One program's work for direction ``k``, segment ``seg`` (see the forward kernel)."""
     cols = tl.arange(0, BL)
-    kd = k * D + chans
-    bias = tl.load(bias_ptr + kd, mask=chan_ok, other=0.0)
-    a_coef = tl.load(a_ptr + kd, mask=chan_ok, other=0.0)
-    skip = tl.load(ds_ptr + kd, mask=chan_ok, other=0.0)
-
+    bias, a_coef, skip, slot_row, kd, state_offs, seg_base = _direction_setup(
+        k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, L, NCH, NSEG, R)
     if k % 2 == 1:  # column-major directions: the transposed map
         x_b = xt_ptr + b * D * L
         y_b = yt_ptr + b * D * L
     else:
         x_b = x_ptr + b * D * L
         y_b = y_ptr + b * D * L
-    proj_k = proj_ptr + (b * 4 + _proj_slot(k)) * (R + 2) * L
+    proj_k = proj_ptr + slot_row
     wdt_rows = wdt_ptr + kd * R
-    state_rows = states_ptr + ((b * 4 + k) * D + chans).to(tl.int64) * NCH
-    seg_base = ((b * 4 + k) * NSEG) * D + chans
+    state_rows = states_ptr + state_offs
 
     h = tl.zeros([BD], dtype=tl.float32)
     total_decay = tl.full([BD], 1.0, dtype=tl.float32)
@@ -199,10 +222,7 @@ def ss2d_scan_fwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_p
     direction's segment per program, atomic adds into zeroed maps; ``SUMMARY=True`` writes only
     the segment summaries; ``False`` writes ``y`` and ``states``.
     """
-    pid_d = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    chans = pid_d * BD + tl.arange(0, BD)
-    chan_ok = chans < D
+    b, chans, chan_ok = _program_channels(D, BD)
     if PAIRED:
         k = tl.program_id(2)
         _scan_direction_fwd(k, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
@@ -230,12 +250,8 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
                         SUMMARY: tl.constexpr, MERGE: tl.constexpr):
     """One program's work for direction ``k``, segment ``seg`` (see the backward kernel)."""
     cols = tl.arange(0, BL)
-
-    kd = k * D + chans
-    bias = tl.load(bias_ptr + kd, mask=chan_ok, other=0.0)
-    a_coef = tl.load(a_ptr + kd, mask=chan_ok, other=0.0)
-    skip = tl.load(ds_ptr + kd, mask=chan_ok, other=0.0)
-
+    bias, a_coef, skip, slot_row, kd, state_offs, seg_base = _direction_setup(
+        k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, L, NCH, NSEG, R)
     image = b * D * L
     if k % 2 == 1:  # column-major directions: the transposed maps
         x_b = xt_ptr + image
@@ -245,12 +261,10 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
         x_b = x_ptr + image
         gy_b = gy_ptr + image
         gx_b = gx_ptr + image
-    slot = _proj_slot(k)
-    proj_k = proj_ptr + (b * 4 + slot) * (R + 2) * L
-    gproj_k = gproj_ptr + (b * 4 + slot) * (R + 2) * L
+    proj_k = proj_ptr + slot_row
+    gproj_k = gproj_ptr + slot_row
     wdt_rows = wdt_ptr + kd * R
-    state_rows = states_ptr + ((b * 4 + k) * D + chans).to(tl.int64) * NCH
-    seg_base = ((b * 4 + k) * NSEG) * D + chans
+    state_rows = states_ptr + state_offs
 
     g_bias = tl.zeros([BD], dtype=tl.float32)
     g_a = tl.zeros([BD], dtype=tl.float32)
@@ -303,7 +317,7 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
             g_c = tl.sum(gy * h_all, axis=0)
             tl.atomic_add(gproj_k + R * L + pos, g_b, mask=step_ok, sem='relaxed')
             tl.atomic_add(gproj_k + (R + 1) * L + pos, g_c, mask=step_ok, sem='relaxed')
-            gz_k = gz_ptr + (b * 4 + slot) * D * L
+            gz_k = gz_ptr + (b * 4 + _proj_slot(k)) * D * L
             tl.store(gz_k + offs, g_z.to(gz_ptr.dtype.element_ty), mask=tile_ok)
 
     if SUMMARY:
@@ -339,10 +353,7 @@ def ss2d_scan_bwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_p
     ``(cdiv(D, BD), B, 4 * NSEG)`` and atomic adds into zeroed ``gx`` / ``gxt``. The B and C
     rows of ``gproj`` (zeroed by the caller) always take atomic adds (summed over channels).
     """
-    pid_d = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    chans = pid_d * BD + tl.arange(0, BD)
-    chan_ok = chans < D
+    b, chans, chan_ok = _program_channels(D, BD)
     if PAIRED:
         k = tl.program_id(2)
         _scan_direction_bwd(k, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
