@@ -13,6 +13,8 @@
 #include <optional>
 #include <tuple>
 
+#include "checkpoints.h"
+
 namespace mmvmamba {
 
 constexpr int kMaxState = 16;
@@ -32,6 +34,12 @@ ScanSizes check_scan_args(const at::Tensor& u, const at::Tensor& delta, const at
                           const std::optional<at::Tensor>& D,
                           const std::optional<at::Tensor>& delta_bias);
 
+// Whether `states` (given to the backward) is empty, i.e. absent; if not, checks that it has the
+// checkpoint layout of selective_scan_fwd_train on CUDA, (N, B, K*Cg, ceil(L / kStateStride))
+// contiguous fp32 on u's device, and throws a c10::Error saying what differs otherwise.
+bool check_states(const std::optional<at::Tensor>& states, const ScanSizes& s,
+                  const at::Tensor& u);
+
 using ScanGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                              at::Tensor, at::Tensor>;
 
@@ -41,11 +49,19 @@ at::Tensor selective_scan_fwd_cpu(const at::Tensor& u, const at::Tensor& delta,
                                   const std::optional<at::Tensor>& delta_bias,
                                   bool delta_softplus);
 
+// The CPU forward for training: the output and an empty checkpoints tensor (the CPU backward
+// recomputes what it needs).
+std::tuple<at::Tensor, at::Tensor> selective_scan_fwd_train_cpu(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+    const at::Tensor& C, const std::optional<at::Tensor>& D,
+    const std::optional<at::Tensor>& delta_bias, bool delta_softplus);
+
+// `states` (checkpoints in the CUDA layout, or empty) is checked and not needed.
 ScanGrads selective_scan_bwd_cpu(const at::Tensor& dout, const at::Tensor& u,
                                  const at::Tensor& delta, const at::Tensor& A,
                                  const at::Tensor& B, const at::Tensor& C,
                                  const std::optional<at::Tensor>& D,
                                  const std::optional<at::Tensor>& delta_bias,
-                                 bool delta_softplus);
+                                 bool delta_softplus, const std::optional<at::Tensor>& states);
 
 }  // namespace mmvmamba

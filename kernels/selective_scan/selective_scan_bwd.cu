@@ -1,9 +1,10 @@
 // Selective scan backward on CUDA (see selective_scan_cuda.cuh for the work layout).
 //
-// Per unit and state n: a forward pass stores the state entering each chunk (skipped when the
-// unit is a single chunk); a reverse pass then walks the chunks backwards, recomputing the
-// states inside a chunk from its entry state and solving the adjoint recurrence
-// g_l = gy_l * C_l + a_{l+1} * g_{l+1} with the same affine scan in reverse lane order.
+// Per unit and state n, the chunks are walked in reverse. A chunk's states are recomputed from
+// the forward's checkpoint at its start (p.states), and the adjoint recurrence
+// g_l = gy_l * C_l + a_{l+1} * g_{l+1} is solved with the same affine scan in reverse lane
+// order. When rows are cut into segments, a first pass computes each segment's adjoint map so
+// that a segment can start from the adjoint of the segments after it.
 // dB and dC (shared by the channels of a group) are summed over the units of a block in shared
 // memory before one atomicAdd per position; dA, dD and dbias are summed over the unit's lanes
 // and atomically over the batch and segments.
@@ -61,14 +62,13 @@ __device__ __forceinline__ void chunk_forward_maps(int lane, const ChunkData<ITE
   }
 }
 
-// Each segment's forward map (P, S) and adjoint map v -> C + M v, where v is a_{l} g_{l} at
-// the position after the segment and the result is the same quantity at its first position.
+// Each segment's adjoint map v -> C + M v, where v is a_{l} g_{l} at the position after the
+// segment and the result is the same quantity at its first position (only launched when S > 1).
 template <int TPR, int ITEMS, typename in_t, typename bc_t>
-__global__ void __launch_bounds__(kBlock) segment_maps_bwd_kernel(ScanParams p) {
+__global__ void __launch_bounds__(kBlock, 8) segment_maps_bwd_kernel(ScanParams p) {
   constexpr int64_t kChunk = TPR * ITEMS;
   const UnitInfo r = unit_info<TPR>(p);
   const int64_t L = p.length, N = p.state, rows = p.batch * p.channels;
-  const in_t* u_row = static_cast<const in_t*>(p.u) + r.row * L;
   const in_t* delta_row = static_cast<const in_t*>(p.delta) + r.row * L;
   const float* gy_row = p.dout + r.row * L;
   const int64_t bc_offset = (r.b * p.groups + r.k) * N * L;
@@ -76,33 +76,31 @@ __global__ void __launch_bounds__(kBlock) segment_maps_bwd_kernel(ScanParams p) 
   for (int64_t n = 0; n < N; ++n) {
     const float A_n = p.A[r.c * N + n];
     const bc_t* C_n = static_cast<const bc_t*>(p.C) + bc_offset + n * L;
-    float P_tot = 1.f, S_tot = 0.f, M_tot = 1.f, C_tot = 0.f;
+    float M_tot = 1.f, C_tot = 0.f;
     for (int64_t chunk = 0; chunk < p.chunks_per_seg; ++chunk) {
       const int64_t base = r.begin + chunk * kChunk + static_cast<int64_t>(r.lane) * ITEMS;
-      ChunkData<ITEMS> d;
-      load_chunk<ITEMS>(p, r, u_row, delta_row, static_cast<const bc_t*>(p.B) + bc_offset +
-                        n * L, A_n, bias, base, d);
-      float Cv[ITEMS], gy[ITEMS];
+      float a[ITEMS], Cv[ITEMS], gy[ITEMS];
+      load_items<ITEMS>(delta_row, base, r.end, r.valid, p.vec_ok, 0.f, a);
+#pragma unroll
+      for (int i = 0; i < ITEMS; ++i) {
+        const float z = a[i] + bias;
+        const float dt = p.softplus ? softplus(z) : z;
+        a[i] = base + i < r.end ? __expf(dt * A_n) : 0.f;
+      }
       load_items<ITEMS>(C_n, base, r.end, r.valid, p.vec_ok, 0.f, Cv);
       load_items<ITEMS>(gy_row, base, r.end, r.valid, p.vec_ok, 0.f, gy);
-      float P, S, P_ex, S_ex;
-      chunk_forward_maps<TPR, ITEMS>(r.lane, d, P, S, P_ex, S_ex);
-      const float P_all = __shfl_sync(kFullMask, P, TPR - 1, TPR);
-      const float S_all = __shfl_sync(kFullMask, S, TPR - 1, TPR);
-      S_tot = P_all * S_tot + S_all;
-      P_tot = P_all * P_tot;
       // Adjoint map of the chunk with the last lane's last item taking v directly.
-      const float a_next_lane = __shfl_down_sync(kFullMask, d.a[0], 1, TPR);
+      const float a_next_lane = __shfl_down_sync(kFullMask, a[0], 1, TPR);
       const float m_last = r.lane == TPR - 1 ? 1.f : a_next_lane;
       float M = 1.f, Cc = 0.f;
 #pragma unroll
       for (int i = ITEMS - 1; i >= 0; --i) {
-        const float m = i == ITEMS - 1 ? m_last : d.a[i + 1];
+        const float m = i == ITEMS - 1 ? m_last : a[i + 1];
         Cc = gy[i] * Cv[i] + m * Cc;
         M = m * M;
       }
       segment_suffix_scan<TPR>(r.lane, M, Cc);
-      const float a_first = __shfl_sync(kFullMask, d.a[0], 0, TPR);
+      const float a_first = __shfl_sync(kFullMask, a[0], 0, TPR);
       const float M_k = a_first * __shfl_sync(kFullMask, M, 0, TPR);
       const float C_k = a_first * __shfl_sync(kFullMask, Cc, 0, TPR);
       C_tot = C_tot + M_tot * C_k;
@@ -110,8 +108,6 @@ __global__ void __launch_bounds__(kBlock) segment_maps_bwd_kernel(ScanParams p) 
     }
     if (r.lane == 0 && r.valid) {
       const int64_t idx = ((n * p.num_segs + r.seg) * rows + r.row) * 2;
-      p.seg_fwd[idx] = P_tot;
-      p.seg_fwd[idx + 1] = S_tot;
       p.seg_bwd[idx] = M_tot;
       p.seg_bwd[idx + 1] = C_tot;
     }
@@ -126,8 +122,10 @@ __global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
   __shared__ float smem_dC[kUnitsPerBlock][kChunk];
 
   const UnitInfo r = unit_info<TPR>(p);
+  static_assert((TPR * ITEMS) % kStateStride == 0, "chunks must start on checkpoints");
   const int64_t L = p.length, N = p.state, rows = p.batch * p.channels;
   const int64_t units = rows * p.num_segs;
+  const int64_t slots = num_state_slots(L);
   const in_t* u_row = static_cast<const in_t*>(p.u) + r.row * L;
   const in_t* delta_row = static_cast<const in_t*>(p.delta) + r.row * L;
   const float* gy_row = p.dout + r.row * L;
@@ -155,33 +153,7 @@ __global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
     const float A_n = p.A[r.c * N + n];
     const bc_t* B_n = B_rows + n * L;
     const bc_t* C_n = C_rows + n * L;
-    float* chunk_states = p.chunk_states + (n * units + r.unit) * p.chunks_per_seg;
-    const float entry_state = p.num_segs > 1 ? segment_entry_state(p, n, r.row, r.seg) : 0.f;
-
-    // Pass 1: states entering each chunk (a single chunk starts from entry_state).
-    if (num_chunks > 1) {
-      float carry = entry_state;
-      for (int64_t chunk = 0; chunk < num_chunks; ++chunk) {
-        const int64_t base = r.begin + chunk * kChunk + static_cast<int64_t>(r.lane) * ITEMS;
-        ChunkData<ITEMS> d;
-        load_chunk<ITEMS>(p, r, u_row, delta_row, B_n, A_n, bias, base, d);
-        float P = 1.f, S = 0.f;
-#pragma unroll
-        for (int i = 0; i < ITEMS; ++i) {
-          const float a = base + i < r.end ? d.a[i] : 1.f;
-          S = a * S + d.x[i];
-          P = P * a;
-        }
-        if (r.lane == 0 && r.valid) chunk_states[chunk] = carry;
-        segment_scan<TPR>(r.lane, P, S);
-        const float P_all = __shfl_sync(kFullMask, P, TPR - 1, TPR);
-        const float S_all = __shfl_sync(kFullMask, S, TPR - 1, TPR);
-        carry = P_all * carry + S_all;
-      }
-      __syncwarp();
-    }
-
-    // Pass 2: chunks in reverse.
+    const float* states_row = p.states + (n * rows + r.row) * slots;
     float g_next = p.num_segs > 1 ? segment_exit_adjoint(p, n, r.row, r.seg) : 0.f;
     float a_next = 1.f;  // g_next already carries the decay of the position after the unit
     float dA_acc = 0.f;
@@ -196,8 +168,8 @@ __global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
       // States inside the chunk, from its entry state.
       float P, S, P_ex, S_ex;
       chunk_forward_maps<TPR, ITEMS>(r.lane, d, P, S, P_ex, S_ex);
-      const float entry =
-          num_chunks > 1 ? (r.valid ? chunk_states[chunk] : 0.f) : entry_state;
+      const int64_t chunk_start = r.begin + chunk * kChunk;
+      const float entry = chunk_start < r.end ? states_row[chunk_start / kStateStride] : 0.f;
       const float h_enter = P_ex * entry + S_ex;
 
       // Adjoint: g_i = c_i + m_i * g_{i+1} with c = gy * C and m_i = a_{i+1}.
@@ -255,7 +227,6 @@ __global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
       }
       if (block_shares_bc) {
         __syncthreads();
-        const int64_t chunk_start = r.begin + chunk * kChunk;
         for (int pos = threadIdx.x; pos < kChunk; pos += kBlock) {
           const int64_t l = chunk_start + pos;
           if (l < r.end) {
@@ -320,49 +291,67 @@ void check_launch(const char* what) {
   TORCH_CHECK(err == cudaSuccess, what, " CUDA launch failed: ", cudaGetErrorString(err));
 }
 
-template <int TPR, typename in_t, typename bc_t>
-void launch(const ScanParams& p, cudaStream_t stream) {
-  constexpr int kUnitsPerBlock = kBlock / TPR;
-  const int64_t units = p.batch * p.channels * p.num_segs;
-  const auto blocks = static_cast<unsigned>((units + kUnitsPerBlock - 1) / kUnitsPerBlock);
-  if (p.num_segs > 1) {
-    segment_maps_bwd_kernel<TPR, kBwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
-    check_launch("selective_scan_bwd (segment maps)");
-  }
-  scan_bwd_kernel<TPR, kBwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
-  check_launch("selective_scan_bwd");
-}
-
-template <typename in_t, typename bc_t>
-void launch_tpr(const ScanParams& p, int tpr, cudaStream_t stream) {
-  switch (tpr) {
-    case 32: launch<32, in_t, bc_t>(p, stream); break;
-    case 16: launch<16, in_t, bc_t>(p, stream); break;
-    default: launch<8, in_t, bc_t>(p, stream); break;
-  }
-}
-
-template <typename in_t>
-void launch_bc(const ScanParams& p, int tpr, int bc_dtype, cudaStream_t stream) {
-  if (bc_dtype == kF32) {
-    launch_tpr<in_t, float>(p, tpr, stream);
-  } else {
-    launch_tpr<in_t, in_t>(p, tpr, stream);
+template <typename T>
+__global__ void cast_pair_kernel(const float* a, const float* b, T* a_out, T* b_out,
+                                 int64_t n) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    a_out[i] = from_float<T>(a[i]);
+    b_out[i] = from_float<T>(b[i]);
   }
 }
 
 }  // namespace
 
+void launch_cast_pair(const float* a, const float* b, void* a_out, void* b_out, int64_t n,
+                      int dtype, cudaStream_t stream) {
+  constexpr int kThreads = 256;
+  const auto blocks = static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads,
+                                                              65535));
+  if (n == 0) return;
+  if (dtype == kF16) {
+    cast_pair_kernel<<<blocks, kThreads, 0, stream>>>(a, b, static_cast<__half*>(a_out),
+                                                      static_cast<__half*>(b_out), n);
+  } else {
+    TORCH_CHECK(dtype == kBF16, "launch_cast_pair: unsupported dtype code ", dtype);
+    cast_pair_kernel<<<blocks, kThreads, 0, stream>>>(a, b,
+                                                      static_cast<__nv_bfloat16*>(a_out),
+                                                      static_cast<__nv_bfloat16*>(b_out), n);
+  }
+  check_launch("selective_scan_bwd (dB, dC casts)");
+}
+
+int64_t scan_bwd_wave_warps(int tpr, int in_dtype, int bc_dtype) {
+  int64_t warps = 0;
+  dispatch_instance(tpr, in_dtype, bc_dtype, [&](auto inst) {
+    using I = decltype(inst);
+    warps = wave_warps(scan_bwd_kernel<I::TPR, kBwdItems, typename I::in_t, typename I::bc_t>);
+  });
+  return warps;
+}
+
 void launch_scan_bwd(const ScanParams& p, const LaunchConfig& cfg, int in_dtype, int bc_dtype,
                      cudaStream_t stream) {
   TORCH_CHECK(cfg.items == kBwdItems, "selective_scan_bwd: config built for ", cfg.items,
               " items per lane, the kernel uses ", kBwdItems);
-  switch (in_dtype) {
-    case kF32: launch_tpr<float, float>(p, cfg.tpr, stream); break;
-    case kF16: launch_bc<__half>(p, cfg.tpr, bc_dtype, stream); break;
-    case kBF16: launch_bc<__nv_bfloat16>(p, cfg.tpr, bc_dtype, stream); break;
-    default: TORCH_CHECK(false, "selective_scan_bwd: unsupported dtype code ", in_dtype);
-  }
+  TORCH_CHECK(in_dtype == kF32 || in_dtype == kF16 || in_dtype == kBF16,
+              "selective_scan_bwd: unsupported dtype code ", in_dtype);
+  TORCH_CHECK(p.states != nullptr, "selective_scan_bwd: the forward checkpoints are missing");
+  const int64_t units = p.batch * p.channels * p.num_segs;
+  const int64_t units_per_block = kBlock / cfg.tpr;
+  const auto blocks = static_cast<unsigned>((units + units_per_block - 1) / units_per_block);
+  dispatch_instance(cfg.tpr, in_dtype, bc_dtype, [&](auto inst) {
+    using I = decltype(inst);
+    using in_t = typename I::in_t;
+    using bc_t = typename I::bc_t;
+    if (p.num_segs > 1) {
+      segment_maps_bwd_kernel<I::TPR, kBwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
+      check_launch("selective_scan_bwd (segment maps)");
+    }
+    scan_bwd_kernel<I::TPR, kBwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
+    check_launch("selective_scan_bwd");
+  });
 }
 
 }  // namespace mmvmamba::cuda

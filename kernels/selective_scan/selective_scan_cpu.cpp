@@ -185,13 +185,23 @@ at::Tensor selective_scan_fwd_cpu(const at::Tensor& u, const at::Tensor& delta,
   return out;
 }
 
+std::tuple<at::Tensor, at::Tensor> selective_scan_fwd_train_cpu(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+    const at::Tensor& C, const std::optional<at::Tensor>& D,
+    const std::optional<at::Tensor>& delta_bias, bool delta_softplus) {
+  return {selective_scan_fwd_cpu(u, delta, A, B, C, D, delta_bias, delta_softplus),
+          at::empty({0}, u.options().dtype(at::kFloat))};
+}
+
 ScanGrads selective_scan_bwd_cpu(const at::Tensor& dout, const at::Tensor& u,
                                  const at::Tensor& delta, const at::Tensor& A,
                                  const at::Tensor& B, const at::Tensor& C,
                                  const std::optional<at::Tensor>& D,
                                  const std::optional<at::Tensor>& delta_bias,
-                                 bool delta_softplus) {
+                                 bool delta_softplus,
+                                 const std::optional<at::Tensor>& states) {
   const Problem p(u, delta, A, B, C, D, delta_bias);
+  check_states(states, p.s, u);  // validated, not needed: the CPU kernels recompute states
   TORCH_CHECK(dout.sizes() == u.sizes(), "selective_scan_bwd: dout has shape ", dout.sizes(),
               ", expected the output shape ", u.sizes());
   const at::Tensor gy32 = Problem::as_f32(dout);

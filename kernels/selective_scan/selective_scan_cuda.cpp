@@ -2,6 +2,7 @@
 // Compiled only into CUDA builds (MMVMAMBA_WITH_CUDA).
 #ifdef MMVMAMBA_WITH_CUDA
 
+#include <ATen/Functions.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -53,9 +54,19 @@ struct CudaInputs {
     bc_dtype = dtype_code(bc_t);
   }
 
+  // The work split of the forward or backward kernel on the current GPU.
+  cuda::LaunchConfig config(bool backward) const {
+    const int items = backward ? cuda::kBwdItems : cuda::kFwdItems;
+    const int tpr = cuda::lanes_per_unit(s.length, items);
+    const int64_t wave = backward ? cuda::scan_bwd_wave_warps(tpr, in_dtype, bc_dtype)
+                                  : cuda::scan_fwd_wave_warps(tpr, in_dtype, bc_dtype);
+    return cuda::make_config(s.batch * s.channels, s.length, items, wave);
+  }
+
   // Parameters common to both directions, for a work split `cfg`; `scratch` holds the
   // per-segment maps when the rows are cut into segments.
-  cuda::ScanParams params(const cuda::LaunchConfig& cfg, at::Tensor& scratch) const {
+  cuda::ScanParams params(const cuda::LaunchConfig& cfg, bool softplus,
+                          at::Tensor& scratch) const {
     cuda::ScanParams p{};
     p.u = u.data_ptr();
     p.delta = delta.data_ptr();
@@ -70,19 +81,37 @@ struct CudaInputs {
     p.groups = s.groups;
     p.state = s.state;
     p.per_group = s.channels / s.groups;
+    p.softplus = softplus;
     p.vec_ok = s.length % 8 == 0 && aligned16(u) && aligned16(delta) && aligned16(B) &&
                aligned16(C);
     p.num_segs = cfg.num_segs;
     p.seg_len = cfg.seg_len;
     p.chunks_per_seg = cfg.chunks_per_seg;
     if (cfg.num_segs > 1) {
-      // (2, N, S, rows, 2): forward maps, then adjoint maps.
-      const int64_t maps = s.state * cfg.num_segs * s.batch * s.channels * 2;
-      scratch = at::empty({2 * maps}, u.options().dtype(at::kFloat));
+      // (N, S, rows, 2): the forward maps (forward) or the adjoint maps (backward).
+      scratch = at::empty({s.state * cfg.num_segs * s.batch * s.channels * 2},
+                          u.options().dtype(at::kFloat));
       p.seg_fwd = scratch.data_ptr<float>();
-      p.seg_bwd = p.seg_fwd + maps;
+      p.seg_bwd = p.seg_fwd;
     }
     return p;
+  }
+
+  // The checkpoints tensor: (N, B, K*Cg, ceil(L / stride)) fp32.
+  at::Tensor new_states() const {
+    return at::empty({s.state, s.batch, s.channels, num_state_slots(s.length)},
+                     u.options().dtype(at::kFloat));
+  }
+
+  // Runs the forward kernels: the output into `out` and/or the checkpoints into `states`
+  // (either may be undefined, not both).
+  void forward(bool softplus, const at::Tensor& out, const at::Tensor& states) const {
+    const cuda::LaunchConfig cfg = config(/*backward=*/false);
+    at::Tensor scratch;
+    cuda::ScanParams p = params(cfg, softplus, scratch);
+    p.out = out.defined() ? out.data_ptr<float>() : nullptr;
+    p.states = states.defined() ? states.data_ptr<float>() : nullptr;
+    cuda::launch_scan_fwd(p, cfg, in_dtype, bc_dtype, at::cuda::getCurrentCUDAStream());
   }
 };
 
@@ -95,14 +124,21 @@ at::Tensor selective_scan_fwd_cuda(const at::Tensor& u, const at::Tensor& delta,
   const CudaInputs in(u, delta, A, B, C, D, delta_bias);
   at::Tensor out = at::empty({in.s.batch, in.s.channels, in.s.length},
                              u.options().dtype(at::kFloat));
-  const cuda::LaunchConfig cfg =
-      cuda::make_config(in.s.batch * in.s.channels, in.s.length, cuda::kFwdItems);
-  at::Tensor scratch;
-  cuda::ScanParams p = in.params(cfg, scratch);
-  p.softplus = delta_softplus;
-  p.out = out.data_ptr<float>();
-  cuda::launch_scan_fwd(p, cfg, in.in_dtype, in.bc_dtype, at::cuda::getCurrentCUDAStream());
+  in.forward(delta_softplus, out, at::Tensor());
   return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> selective_scan_fwd_train_cuda(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+    const at::Tensor& C, const std::optional<at::Tensor>& D,
+    const std::optional<at::Tensor>& delta_bias, bool delta_softplus) {
+  const c10::cuda::CUDAGuard guard(u.device());
+  const CudaInputs in(u, delta, A, B, C, D, delta_bias);
+  at::Tensor out = at::empty({in.s.batch, in.s.channels, in.s.length},
+                             u.options().dtype(at::kFloat));
+  at::Tensor states = in.new_states();
+  in.forward(delta_softplus, out, states);
+  return {out, states};
 }
 
 ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const at::Tensor& u,
@@ -110,33 +146,43 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const at::Tensor& u,
                                   const at::Tensor& B, const at::Tensor& C,
                                   const std::optional<at::Tensor>& D,
                                   const std::optional<at::Tensor>& delta_bias,
-                                  bool delta_softplus) {
+                                  bool delta_softplus,
+                                  const std::optional<at::Tensor>& saved_states) {
   const c10::cuda::CUDAGuard guard(u.device());
   const CudaInputs in(u, delta, A, B, C, D, delta_bias);
   TORCH_CHECK(dout.sizes() == u.sizes(), "selective_scan_bwd: dout has shape ", dout.sizes(),
               ", expected the output shape ", u.sizes());
   const ScanSizes& s = in.s;
+  at::Tensor states;
+  if (check_states(saved_states, s, u)) {
+    states = *saved_states;
+  } else {
+    // No checkpoints from the forward: compute them now.
+    states = in.new_states();
+    in.forward(delta_softplus, at::Tensor(), states);
+  }
   const at::Tensor gy = dout.to(at::kFloat).contiguous();
   const auto f32 = u.options().dtype(at::kFloat);
   at::Tensor du = at::empty({s.batch, s.channels, s.length}, in.u.options());
   at::Tensor ddelta = at::empty({s.batch, s.channels, s.length}, in.u.options());
-  at::Tensor dA = at::zeros({s.channels, s.state}, f32);
-  at::Tensor dB = at::zeros({s.batch, s.groups, s.state, s.length}, f32);
-  at::Tensor dC = at::zeros({s.batch, s.groups, s.state, s.length}, f32);
-  at::Tensor dD = at::zeros({s.channels}, f32);
-  at::Tensor dbias = at::zeros({s.channels}, f32);
+  // The atomically accumulated gradients, zeroed in one launch.
+  at::Tensor dA = at::empty({s.channels, s.state}, f32);
+  at::Tensor dB = at::empty({s.batch, s.groups, s.state, s.length}, f32);
+  at::Tensor dC = at::empty({s.batch, s.groups, s.state, s.length}, f32);
+  at::Tensor dD = at::empty({s.channels}, f32);
+  at::Tensor dbias = at::empty({s.channels}, f32);
+  at::_foreach_zero_({dA, dB, dC, dD, dbias});
   const int64_t rows = s.batch * s.channels;
-  const cuda::LaunchConfig cfg = cuda::make_config(rows, s.length, cuda::kBwdItems);
+  const cuda::LaunchConfig cfg = in.config(/*backward=*/true);
   at::Tensor scratch;
-  cuda::ScanParams p = in.params(cfg, scratch);
-  at::Tensor chunk_states = at::empty({s.state, cfg.num_segs * rows, cfg.chunks_per_seg}, f32);
+  cuda::ScanParams p = in.params(cfg, delta_softplus, scratch);
   at::Tensor du_acc, ddt_acc;
   if (s.state > 1) {
     du_acc = at::empty({rows, s.length}, f32);
     ddt_acc = at::empty({rows, s.length}, f32);
   }
-  p.softplus = delta_softplus;
   p.vec_ok = p.vec_ok && aligned16(gy);
+  p.states = states.data_ptr<float>();
   p.dout = gy.data_ptr<float>();
   p.du = du.data_ptr();
   p.ddelta = ddelta.data_ptr();
@@ -145,12 +191,23 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const at::Tensor& u,
   p.dC = dC.data_ptr<float>();
   p.dD = dD.data_ptr<float>();
   p.dbias = dbias.data_ptr<float>();
-  p.chunk_states = chunk_states.data_ptr<float>();
   p.du_acc = du_acc.defined() ? du_acc.data_ptr<float>() : nullptr;
   p.ddt_acc = ddt_acc.defined() ? ddt_acc.data_ptr<float>() : nullptr;
   cuda::launch_scan_bwd(p, cfg, in.in_dtype, in.bc_dtype, at::cuda::getCurrentCUDAStream());
-  return {du.to(u.scalar_type()), ddelta.to(delta.scalar_type()), dA,
-          dB.to(B.scalar_type()), dC.to(C.scalar_type()), dD, dbias};
+  // dB and dC back to their inputs' dtypes, in one launch when they share a 16-bit one.
+  if (B.scalar_type() == C.scalar_type() && B.scalar_type() != at::kFloat) {
+    at::Tensor dB16 = at::empty_like(dB, B.options());
+    at::Tensor dC16 = at::empty_like(dC, C.options());
+    cuda::launch_cast_pair(dB.data_ptr<float>(), dC.data_ptr<float>(), dB16.data_ptr(),
+                           dC16.data_ptr(), dB.numel(), dtype_code(B.scalar_type()),
+                           at::cuda::getCurrentCUDAStream());
+    dB = dB16;
+    dC = dC16;
+  } else {
+    dB = dB.to(B.scalar_type());
+    dC = dC.to(C.scalar_type());
+  }
+  return {du.to(u.scalar_type()), ddelta.to(delta.scalar_type()), dA, dB, dC, dD, dbias};
 }
 
 }  // namespace
@@ -158,6 +215,7 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const at::Tensor& u,
 
 TORCH_LIBRARY_IMPL(mmvmamba, CUDA, m) {
   m.impl("selective_scan_fwd", &mmvmamba::selective_scan_fwd_cuda);
+  m.impl("selective_scan_fwd_train", &mmvmamba::selective_scan_fwd_train_cuda);
   m.impl("selective_scan_bwd", &mmvmamba::selective_scan_bwd_cuda);
 }
 

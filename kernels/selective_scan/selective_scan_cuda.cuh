@@ -12,7 +12,13 @@
 // Long rows with few rows in total are cut into S segments so that the GPU has enough
 // independent work; a small pass first computes each segment's total affine map, and each
 // segment then composes the maps of the segments before it (forward states) or after it
-// (adjoint states) to find its boundary values.
+// (adjoint states) to find its boundary values. S is chosen so that the units fill whole waves
+// of resident blocks (no partly filled last wave).
+//
+// Checkpoints: the forward can also store the state h_{l-1} entering every position l that is a
+// multiple of kStateStride (for training). The backward starts each of its chunks from these
+// instead of recomputing the forward scan; its chunks and segments start at multiples of
+// kStateStride.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -21,6 +27,8 @@
 
 #include <algorithm>
 #include <cstdint>
+
+#include "checkpoints.h"
 
 namespace mmvmamba::cuda {
 
@@ -37,24 +45,41 @@ struct LaunchConfig {
   int64_t chunks_per_seg;  // seg_len / chunk
 };
 
-inline LaunchConfig make_config(int64_t rows, int64_t length, int items) {
+// Lanes per unit for rows of `length` positions: the fewest of 8, 16, 32 that cover a row in one
+// chunk, else 32.
+inline int lanes_per_unit(int64_t length, int items) {
+  for (int t : {8, 16}) {
+    if (static_cast<int64_t>(t) * items >= length) return t;
+  }
+  return 32;
+}
+
+// The work split of `rows` rows of `length` positions for a kernel of which `wave_warps` warps
+// are resident on the whole GPU at once. Rows are cut into segments only when the uncut rows
+// would fill less than 70% of one wave; then S is the count (at most three waves' worth) that
+// fills the waves best, the smallest such S on ties.
+inline LaunchConfig make_config(int64_t rows, int64_t length, int items, int64_t wave_warps) {
   LaunchConfig c{};
   c.items = items;
-  c.tpr = 32;
-  for (int t : {8, 16}) {
-    if (static_cast<int64_t>(t) * items >= length) {
-      c.tpr = t;
-      break;
-    }
-  }
+  c.tpr = lanes_per_unit(length, items);
   c.chunk = static_cast<int64_t>(c.tpr) * items;
   const int64_t chunks = (length + c.chunk - 1) / c.chunk;
-  // Aim for about 64 resident warps per SM on a 132-SM GPU before cutting rows.
-  constexpr int64_t kTargetWarps = 8448;
-  const int64_t warps = std::max<int64_t>(1, rows * c.tpr / 32);
-  c.num_segs = warps >= kTargetWarps ? 1
-                                     : std::min(chunks, (kTargetWarps + warps - 1) / warps);
-  c.chunks_per_seg = (chunks + c.num_segs - 1) / c.num_segs;
+  const int64_t row_warps = std::max<int64_t>(1, rows * c.tpr / 32);
+  int64_t segs = 1;
+  if (10 * row_warps < 7 * wave_warps) {
+    double best_fill = 0.0;
+    for (int64_t waves = 1; waves <= 3; ++waves) {
+      const int64_t s = std::min(chunks, std::max<int64_t>(1, waves * wave_warps / row_warps));
+      const int64_t warps = s * row_warps;
+      const int64_t used_waves = (warps + wave_warps - 1) / wave_warps;
+      const double fill = static_cast<double>(warps) / static_cast<double>(used_waves * wave_warps);
+      if (fill > best_fill + 0.02) {
+        best_fill = fill;
+        segs = s;
+      }
+    }
+  }
+  c.chunks_per_seg = (chunks + segs - 1) / segs;
   c.num_segs = (chunks + c.chunks_per_seg - 1) / c.chunks_per_seg;
   c.seg_len = c.chunks_per_seg * c.chunk;
   return c;
@@ -74,10 +99,13 @@ struct ScanParams {
   bool vec_ok;  // all row starts are 16-byte aligned and L % 8 == 0
   // Work split (copied from the LaunchConfig).
   int64_t num_segs, seg_len, chunks_per_seg;
-  float* seg_fwd;  // (N, S, rows, 2): each segment's forward map h -> P h + S
+  float* seg_fwd;  // (N, S, rows, 2): each segment's forward map h -> P h + S (forward only)
   float* seg_bwd;  // (N, S, rows, 2): each segment's adjoint map v -> C + M v (backward only)
-  // Forward output.
+  // Forward output (nullptr: the forward only stores the checkpoints).
   float* out;
+  // Checkpoints: (N, rows, ceil(L / kStateStride)), the state entering each stride's first
+  // position. Written by the forward when not nullptr; read by the backward.
+  float* states;
   // Backward.
   const float* dout;
   void* du;             // in_t
@@ -87,15 +115,23 @@ struct ScanParams {
   float* dC;
   float* dD;            // (K*Cg,), zero-initialised
   float* dbias;         // (K*Cg,), zero-initialised
-  float* chunk_states;  // (N, S * rows, chunks_per_seg): state entering each chunk
   float* du_acc;        // (rows, L) fp32 accumulators across n, used when N > 1
   float* ddt_acc;
 };
+
+// Warps of the forward / backward scan kernel for lanes_per_unit `tpr` that are resident on the
+// current GPU at once (from the CUDA occupancy calculator, cached per kernel).
+int64_t scan_fwd_wave_warps(int tpr, int in_dtype, int bc_dtype);
+int64_t scan_bwd_wave_warps(int tpr, int in_dtype, int bc_dtype);
 
 void launch_scan_fwd(const ScanParams& p, const LaunchConfig& cfg, int in_dtype, int bc_dtype,
                      cudaStream_t stream);
 void launch_scan_bwd(const ScanParams& p, const LaunchConfig& cfg, int in_dtype, int bc_dtype,
                      cudaStream_t stream);
+
+// Casts two fp32 buffers of n elements to fp16 / bf16 (dtype code) in one launch.
+void launch_cast_pair(const float* a, const float* b, void* a_out, void* b_out, int64_t n,
+                      int dtype, cudaStream_t stream);
 
 constexpr int kFwdItems = 8;
 constexpr int kBwdItems = 4;
@@ -181,6 +217,58 @@ __device__ __forceinline__ void store_items(T* row, int64_t base, int64_t end, b
       if (base + i < end) row[base + i] = from_float<T>(vals[i]);
     }
   }
+}
+
+// One kernel instantiation: lanes per unit and the element types of (u, delta) and (B, C).
+template <int TPR_, typename In, typename Bc>
+struct Instance {
+  static constexpr int TPR = TPR_;
+  using in_t = In;
+  using bc_t = Bc;
+};
+
+// Calls fn(Instance<TPR, in_t, bc_t>{}) for the instantiation a launch needs: B and C either
+// share u's dtype or are fp32.
+template <typename Fn>
+void dispatch_instance(int tpr, int in_dtype, int bc_dtype, Fn&& fn) {
+  auto with_tpr = [&](auto types) {
+    using In = typename decltype(types)::in_t;
+    using Bc = typename decltype(types)::bc_t;
+    switch (tpr) {
+      case 32: fn(Instance<32, In, Bc>{}); break;
+      case 16: fn(Instance<16, In, Bc>{}); break;
+      default: fn(Instance<8, In, Bc>{}); break;
+    }
+  };
+  const bool bc_f32 = bc_dtype == kF32;
+  switch (in_dtype) {
+    case kF32: with_tpr(Instance<0, float, float>{}); break;
+    case kF16:
+      bc_f32 ? with_tpr(Instance<0, __half, float>{}) : with_tpr(Instance<0, __half, __half>{});
+      break;
+    case kBF16:
+      bc_f32 ? with_tpr(Instance<0, __nv_bfloat16, float>{})
+             : with_tpr(Instance<0, __nv_bfloat16, __nv_bfloat16>{});
+      break;
+    default: break;  // rejected by the host code before any launch
+  }
+}
+
+// Warps of `kernel` (launched with kBlock threads) resident on the current GPU at once. Cached
+// per kernel and device.
+template <typename Kernel>
+int64_t wave_warps(Kernel kernel) {
+  constexpr int kMaxDevices = 64;
+  static int64_t cache[kMaxDevices] = {};
+  int device = 0;
+  cudaGetDevice(&device);
+  if (device < kMaxDevices && cache[device] > 0) return cache[device];
+  int sms = 0, blocks = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kBlock, 0);
+  const int64_t warps = static_cast<int64_t>(std::max(1, sms)) * std::max(1, blocks) * (kBlock / 32);
+  if (device < kMaxDevices) cache[device] = warps;
+  return warps;
 }
 
 // softplus with torch's threshold (20) and its derivative (sigmoid; rounds to 1 above 20).

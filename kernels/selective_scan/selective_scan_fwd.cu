@@ -30,7 +30,7 @@ __device__ __forceinline__ void chunk_decay_drive(const ScanParams& p, const Uni
 
 // Each segment's total map h -> P h + S, per state n (only launched when S > 1).
 template <int TPR, int ITEMS, typename in_t, typename bc_t>
-__global__ void __launch_bounds__(kBlock) segment_maps_fwd_kernel(ScanParams p) {
+__global__ void __launch_bounds__(kBlock, 8) segment_maps_fwd_kernel(ScanParams p) {
   constexpr int64_t kChunk = TPR * ITEMS;
   const UnitInfo r = unit_info<TPR>(p);
   const int64_t L = p.length, N = p.state, rows = p.batch * p.channels;
@@ -69,9 +69,13 @@ __global__ void __launch_bounds__(kBlock) segment_maps_fwd_kernel(ScanParams p) 
 }
 
 // One TPR-lane group per unit; states n = 0..N-1 are scanned one after the other, the output
-// accumulating in global memory (read back only when N > 1).
+// accumulating in global memory (read back only when N > 1). With p.states the lanes whose
+// first position is a multiple of kStateStride also store the state entering it; with
+// p.out == nullptr only those checkpoints are produced.
 template <int TPR, int ITEMS, typename in_t, typename bc_t>
 __global__ void __launch_bounds__(kBlock, 8) scan_fwd_kernel(ScanParams p) {
+  static_assert((TPR * ITEMS) % kStateStride == 0 && kStateStride % ITEMS == 0,
+                "checkpoints must fall on lane boundaries of every chunk");
   constexpr int64_t kChunk = TPR * ITEMS;
   const UnitInfo r = unit_info<TPR>(p);
   const int64_t L = p.length, N = p.state;
@@ -80,22 +84,26 @@ __global__ void __launch_bounds__(kBlock, 8) scan_fwd_kernel(ScanParams p) {
   const int64_t bc_offset = (r.b * p.groups + r.k) * N * L;
   const bc_t* B_rows = static_cast<const bc_t*>(p.B) + bc_offset;
   const bc_t* C_rows = static_cast<const bc_t*>(p.C) + bc_offset;
-  float* out_row = p.out + r.row * L;
+  float* out_row = p.out ? p.out + r.row * L : nullptr;
   const float D = p.D ? p.D[r.c] : 0.f;
   const float bias = p.bias ? p.bias[r.c] : 0.f;
+  const int64_t slots = num_state_slots(L);
+  const bool stores_states = p.states != nullptr && r.valid &&
+                             (r.lane * ITEMS) % kStateStride == 0;
 
   for (int64_t n = 0; n < N; ++n) {
     const float A_n = p.A[r.c * N + n];
+    float* states_row =
+        p.states ? p.states + (n * p.batch * p.channels + r.row) * slots : nullptr;
     // State entering the chunk.
     float carry = p.num_segs > 1 ? segment_entry_state(p, n, r.row, r.seg) : 0.f;
     // Every unit walks the same number of chunks (warp shuffles need all lanes); chunks past
     // a short final segment are fully masked.
     for (int64_t chunk = 0; chunk < p.chunks_per_seg; ++chunk) {
       const int64_t base = r.begin + chunk * kChunk + static_cast<int64_t>(r.lane) * ITEMS;
-      float u[ITEMS], a[ITEMS], x[ITEMS], Cv[ITEMS];
+      float u[ITEMS], a[ITEMS], x[ITEMS];
       chunk_decay_drive<ITEMS>(p, r, u_row, delta_row, B_rows + n * L, A_n, bias, base, u, a,
                                x);
-      load_items<ITEMS>(C_rows + n * L, base, r.end, r.valid, p.vec_ok, 0.f, Cv);
       float P = 1.f, S = 0.f;
 #pragma unroll
       for (int i = 0; i < ITEMS; ++i) {
@@ -113,8 +121,11 @@ __global__ void __launch_bounds__(kBlock, 8) scan_fwd_kernel(ScanParams p) {
       const float P_all = __shfl_sync(kFullMask, P, TPR - 1, TPR);
       const float S_all = __shfl_sync(kFullMask, S, TPR - 1, TPR);
       carry = P_all * carry + S_all;
+      if (stores_states && base < r.end) states_row[base / kStateStride] = h;
+      if (out_row == nullptr) continue;
 
-      float y[ITEMS];
+      float Cv[ITEMS], y[ITEMS];
+      load_items<ITEMS>(C_rows + n * L, base, r.end, r.valid, p.vec_ok, 0.f, Cv);
       if (n == 0) {
 #pragma unroll
         for (int i = 0; i < ITEMS; ++i) y[i] = D * u[i];
@@ -136,49 +147,37 @@ void check_launch(const char* what) {
   TORCH_CHECK(err == cudaSuccess, what, " CUDA launch failed: ", cudaGetErrorString(err));
 }
 
-template <int TPR, typename in_t, typename bc_t>
-void launch(const ScanParams& p, cudaStream_t stream) {
-  constexpr int kUnitsPerBlock = kBlock / TPR;
-  const int64_t units = p.batch * p.channels * p.num_segs;
-  const auto blocks = static_cast<unsigned>((units + kUnitsPerBlock - 1) / kUnitsPerBlock);
-  if (p.num_segs > 1) {
-    segment_maps_fwd_kernel<TPR, kFwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
-    check_launch("selective_scan_fwd (segment maps)");
-  }
-  scan_fwd_kernel<TPR, kFwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
-  check_launch("selective_scan_fwd");
-}
-
-template <typename in_t, typename bc_t>
-void launch_tpr(const ScanParams& p, int tpr, cudaStream_t stream) {
-  switch (tpr) {
-    case 32: launch<32, in_t, bc_t>(p, stream); break;
-    case 16: launch<16, in_t, bc_t>(p, stream); break;
-    default: launch<8, in_t, bc_t>(p, stream); break;
-  }
-}
-
-template <typename in_t>
-void launch_bc(const ScanParams& p, int tpr, int bc_dtype, cudaStream_t stream) {
-  if (bc_dtype == kF32) {
-    launch_tpr<in_t, float>(p, tpr, stream);
-  } else {
-    launch_tpr<in_t, in_t>(p, tpr, stream);
-  }
-}
-
 }  // namespace
+
+int64_t scan_fwd_wave_warps(int tpr, int in_dtype, int bc_dtype) {
+  int64_t warps = 0;
+  dispatch_instance(tpr, in_dtype, bc_dtype, [&](auto inst) {
+    using I = decltype(inst);
+    warps = wave_warps(scan_fwd_kernel<I::TPR, kFwdItems, typename I::in_t, typename I::bc_t>);
+  });
+  return warps;
+}
 
 void launch_scan_fwd(const ScanParams& p, const LaunchConfig& cfg, int in_dtype, int bc_dtype,
                      cudaStream_t stream) {
   TORCH_CHECK(cfg.items == kFwdItems, "selective_scan_fwd: config built for ", cfg.items,
               " items per lane, the kernel uses ", kFwdItems);
-  switch (in_dtype) {
-    case kF32: launch_tpr<float, float>(p, cfg.tpr, stream); break;
-    case kF16: launch_bc<__half>(p, cfg.tpr, bc_dtype, stream); break;
-    case kBF16: launch_bc<__nv_bfloat16>(p, cfg.tpr, bc_dtype, stream); break;
-    default: TORCH_CHECK(false, "selective_scan_fwd: unsupported dtype code ", in_dtype);
-  }
+  TORCH_CHECK(in_dtype == kF32 || in_dtype == kF16 || in_dtype == kBF16,
+              "selective_scan_fwd: unsupported dtype code ", in_dtype);
+  const int64_t units = p.batch * p.channels * p.num_segs;
+  const int64_t units_per_block = kBlock / cfg.tpr;
+  const auto blocks = static_cast<unsigned>((units + units_per_block - 1) / units_per_block);
+  dispatch_instance(cfg.tpr, in_dtype, bc_dtype, [&](auto inst) {
+    using I = decltype(inst);
+    using in_t = typename I::in_t;
+    using bc_t = typename I::bc_t;
+    if (p.num_segs > 1) {
+      segment_maps_fwd_kernel<I::TPR, kFwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
+      check_launch("selective_scan_fwd (segment maps)");
+    }
+    scan_fwd_kernel<I::TPR, kFwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
+    check_launch("selective_scan_fwd");
+  });
 }
 
 }  // namespace mmvmamba::cuda

@@ -2,11 +2,17 @@
 //
 //   torch.ops.mmvmamba.selective_scan_fwd(u, delta, A, B, C, D?, delta_bias?, delta_softplus)
 //       -> out (B, K*Cg, L) fp32
+//   torch.ops.mmvmamba.selective_scan_fwd_train(same arguments)
+//       -> (out, states): states are the checkpoints the backward starts from. On CUDA they are
+//          the states entering every kStateStride-th position, (N, B, K*Cg, ceil(L / stride))
+//          fp32; the CPU backward needs none and returns an empty (0,) tensor.
 //   torch.ops.mmvmamba.selective_scan_bwd(dout, u, delta, A, B, C, D?, delta_bias?,
-//                                         delta_softplus)
+//                                         delta_softplus, states?)
 //       -> (du, ddelta, dA, dB, dC, dD, ddelta_bias); dD / ddelta_bias are (K*Cg,) fp32 even
-//          when D / delta_bias are absent (the Python autograd formula drops them then).
-// Autograd and fake (meta) implementations are registered from Python (mmvmamba/ops/compiled.py).
+//          when D / delta_bias are absent (the autograd formula drops them then). Without
+//          states (or with an empty tensor) the CUDA backward recomputes them.
+// Autograd is registered in C++ (selective_scan_autograd.cpp), the fake (meta) implementations
+// from Python (mmvmamba/ops/compiled.py).
 #include <torch/extension.h>
 #include <torch/library.h>
 
@@ -75,18 +81,36 @@ ScanSizes check_scan_args(const at::Tensor& u, const at::Tensor& delta, const at
   return s;
 }
 
+bool check_states(const std::optional<at::Tensor>& states, const ScanSizes& s,
+                  const at::Tensor& u) {
+  if (!states.has_value() || states->numel() == 0) return false;
+  const std::vector<int64_t> expected{s.state, s.batch, s.channels,
+                                      num_state_slots(s.length)};
+  TORCH_CHECK(states->sizes() == at::IntArrayRef(expected) &&
+                  states->scalar_type() == at::kFloat && states->device() == u.device() &&
+                  states->is_contiguous(),
+              "selective_scan_bwd: states must be the contiguous float32 ",
+              at::IntArrayRef(expected), " checkpoints of selective_scan_fwd_train on ",
+              u.device(), " (or None), got ", states->scalar_type(), " ", states->sizes(),
+              " on ", states->device());
+  return true;
+}
+
 }  // namespace mmvmamba
 
 TORCH_LIBRARY(mmvmamba, m) {
   m.def("selective_scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, "
         "Tensor? delta_bias, bool delta_softplus) -> Tensor");
+  m.def("selective_scan_fwd_train(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, "
+        "Tensor? D, Tensor? delta_bias, bool delta_softplus) -> (Tensor, Tensor)");
   m.def("selective_scan_bwd(Tensor dout, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, "
-        "Tensor? D, Tensor? delta_bias, bool delta_softplus) -> (Tensor, Tensor, Tensor, Tensor, "
-        "Tensor, Tensor, Tensor)");
+        "Tensor? D, Tensor? delta_bias, bool delta_softplus, Tensor? states=None) -> (Tensor, "
+        "Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(mmvmamba, CPU, m) {
   m.impl("selective_scan_fwd", &mmvmamba::selective_scan_fwd_cpu);
+  m.impl("selective_scan_fwd_train", &mmvmamba::selective_scan_fwd_train_cpu);
   m.impl("selective_scan_bwd", &mmvmamba::selective_scan_bwd_cpu);
 }
 
@@ -105,6 +129,8 @@ bool with_cuda() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mmvmamba's compiled selective-scan op (registers torch.ops.mmvmamba.*)";
   m.def("with_cuda", &with_cuda, "Whether the CUDA kernels were compiled in.");
+  m.def("state_stride", []() { return mmvmamba::kStateStride; },
+        "Positions between two checkpoints of selective_scan_fwd_train on CUDA.");
   m.def("cuda_archs", []() { return std::string(MMVMAMBA_CUDA_ARCHS); },
         "CUDA architectures the kernels were built for ('' for a CPU-only build).");
 }

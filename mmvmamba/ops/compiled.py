@@ -1,8 +1,9 @@
 """The compiled selective-scan op (C++ for CPU, CUDA for GPU) from ``kernels/selective_scan``.
 
 The shared library ``mmvmamba._C`` defines, with ``TORCH_LIBRARY``, the custom ops
-``torch.ops.mmvmamba.selective_scan_fwd`` and ``torch.ops.mmvmamba.selective_scan_bwd``. The
-library also registers the autograd formula (in C++, for speed). This module loads it on first
+``torch.ops.mmvmamba.selective_scan_fwd``, ``selective_scan_fwd_train`` (the forward for
+training: the output and the checkpoints its backward starts from) and ``selective_scan_bwd``.
+The library also registers the autograd formula (in C++, for speed). This module loads it on first
 use and adds the fake implementations (``torch.library.register_fake``) that ``torch.compile``
 and ``torch.library.opcheck`` need.
 
@@ -26,7 +27,7 @@ BUILD_HINT = ('build it from the repository root with '
 _STATE = {'module': None, 'error': None}
 
 
-def _register_python_parts() -> None:
+def _register_python_parts(module) -> None:
     """Attach fake implementations (for torch.compile / FakeTensor) to the library's ops.
 
     Autograd is registered in C++ (``kernels/selective_scan/selective_scan_autograd.cpp``):
@@ -38,8 +39,19 @@ def _register_python_parts() -> None:
     def _fwd_fake(u, delta, A, B, C, D, delta_bias, delta_softplus):
         return u.new_empty(u.shape, dtype=torch.float32)
 
+    stride = module.state_stride()
+
+    @torch.library.register_fake('mmvmamba::selective_scan_fwd_train')
+    def _fwd_train_fake(u, delta, A, B, C, D, delta_bias, delta_softplus):
+        out = u.new_empty(u.shape, dtype=torch.float32)
+        if u.device.type != 'cuda':  # only the CUDA backward starts from checkpoints
+            return out, u.new_empty((0,), dtype=torch.float32)
+        batch, channels, length = u.shape
+        slots = (length + stride - 1) // stride
+        return out, u.new_empty((A.shape[1], batch, channels, slots), dtype=torch.float32)
+
     @torch.library.register_fake('mmvmamba::selective_scan_bwd')
-    def _bwd_fake(dout, u, delta, A, B, C, D, delta_bias, delta_softplus):
+    def _bwd_fake(dout, u, delta, A, B, C, D, delta_bias, delta_softplus, states=None):
         channels = u.shape[1]
         f32 = dict(dtype=torch.float32)
         return (torch.empty_like(u, memory_format=torch.contiguous_format),
@@ -69,7 +81,7 @@ def load():
         _STATE['error'] = (f'the compiled op mmvmamba._C could not be loaded ({exc}); '
                            f'{BUILD_HINT}')
         raise ImportError(_STATE['error']) from exc
-    _register_python_parts()
+    _register_python_parts(_C)
     _STATE['module'] = _C
     return _C
 

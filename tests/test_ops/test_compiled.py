@@ -10,6 +10,8 @@ from scan_oracle import make_scan_inputs
 from mmvmamba import _C, ops  # noqa: F401  (_C: fail loudly when the op is not built)
 from mmvmamba.ops import compiled, reference
 
+compiled.load()  # registers the fake implementations, which opcheck and torch.compile need
+
 NAMES = ('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias')
 LOW = (torch.float16, torch.bfloat16)
 # Output (always fp32, computed in fp32 from the same inputs) and gradient tolerances, relative
@@ -170,6 +172,82 @@ def test_opcheck(device):
     dout = torch.randn_like(args['u'])
     torch.library.opcheck(torch.ops.mmvmamba.selective_scan_bwd.default,
                           (dout,) + fwd_args + (True,))
+    # The training forward (not differentiable itself) and the backward from its checkpoints.
+    torch.library.opcheck(torch.ops.mmvmamba.selective_scan_fwd_train.default,
+                          fwd_args + (True,))
+    _, states = torch.ops.mmvmamba.selective_scan_fwd_train(*fwd_args, True)
+    torch.library.opcheck(torch.ops.mmvmamba.selective_scan_bwd.default,
+                          (dout,) + fwd_args + (True, states))
+
+
+def reference_states(args, stride):
+    """States entering every ``stride``-th position, (N, B, K*Cg, ceil(L / stride)) float64."""
+    u, delta, A = args['u'].double(), args['delta'].double(), args['A'].double()
+    batch, channels, length = u.shape
+    groups = args['B'].shape[1]
+    B = args['B'].double().repeat_interleave(channels // groups, dim=1)  # (B, K*Cg, N, L)
+    dt = torch.nn.functional.softplus(delta + args['delta_bias'].double()[:, None])
+    h = torch.zeros(batch, channels, A.shape[1], dtype=torch.float64, device=u.device)
+    states = []
+    for pos in range(length):
+        if pos % stride == 0:
+            states.append(h.clone())
+        decay = torch.exp(dt[..., pos, None] * A)
+        h = decay * h + (dt[..., pos] * u[..., pos])[..., None] * B[..., pos]
+    return torch.stack(states, dim=-1).permute(2, 0, 1, 3)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('length', [5, 70, 300])
+def test_training_forward_checkpoints(device, length):
+    """fwd_train's output equals the forward's; on CUDA its checkpoints are the exact states
+    entering every stride-th position (the CPU backward needs none: an empty tensor)."""
+    args = make_scan_inputs(2, 2, 3, 2, length, seed=length, device=device)
+    call = tuple(args[k] for k in NAMES) + (True,)
+    out, states = torch.ops.mmvmamba.selective_scan_fwd_train(*call)
+    torch.testing.assert_close(out, torch.ops.mmvmamba.selective_scan_fwd(*call), rtol=0, atol=0)
+    if device == 'cpu':
+        assert states.shape == (0,)
+        return
+    expected = reference_states(args, _C.state_stride())
+    assert states.dtype == torch.float32 and states.shape == expected.shape
+    torch.testing.assert_close(states.double(), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('shape', [(2, 4, 8, 3, 200), (1, 2, 256, 1, 3000)])
+def test_backward_without_checkpoints_recomputes_them(device, shape):
+    """The backward called without checkpoints (or with an empty tensor) gives the gradients it
+    gives from fwd_train's checkpoints (the second shape is cut into segments on CUDA)."""
+    args = make_scan_inputs(*shape, seed=11, device=device)
+    call = tuple(args[k] for k in NAMES)
+    dout = torch.randn_like(args['u'])
+    _, states = torch.ops.mmvmamba.selective_scan_fwd_train(*call, True)
+    with_states = torch.ops.mmvmamba.selective_scan_bwd(dout, *call, True, states)
+    for missing in (None, states.new_empty((0,))):
+        recomputed = torch.ops.mmvmamba.selective_scan_bwd(dout, *call, True, missing)
+        for got, want in zip(recomputed, with_states):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('states_of', [
+    lambda s: s[..., :-1],  # wrong shape
+    lambda s: s.double(),  # wrong dtype
+    lambda s: torch.zeros(*s.shape[:-1], 2 * s.shape[-1])[..., ::2],  # not contiguous
+])
+def test_backward_rejects_mismatched_checkpoints(states_of):
+    """Checkpoints not in fwd_train's CUDA layout are an error on every device (the CPU
+    backward checks them too, though it does not need them). Runs on the CPU: on the GPU
+    machine any C++ exception thrown from a locally built extension crashes the process
+    (docs/architecture.md, "Errors from the compiled op")."""
+    args = make_scan_inputs(2, 4, 2, 1, 70, seed=1)
+    call = tuple(args[k] for k in NAMES)
+    layout = torch.zeros(1, 2, 8, 3)  # (N, B, K*Cg, ceil(70 / 32)), the CUDA checkpoints
+    assert layout.shape[-1] == -(-70 // _C.state_stride())
+    dout = torch.randn_like(args['u'])
+    torch.ops.mmvmamba.selective_scan_bwd(dout, *call, True, layout)  # accepted
+    with pytest.raises(RuntimeError, match='states must be the contiguous float32'):
+        torch.ops.mmvmamba.selective_scan_bwd(dout, *call, True, states_of(layout))
 
 
 def _scan_loss_fn(args):
