@@ -326,7 +326,8 @@ int64_t scan_bwd_wave_warps(int tpr, int in_dtype, int bc_dtype) {
   int64_t warps = 0;
   dispatch_instance(tpr, in_dtype, bc_dtype, [&](auto inst) {
     using I = decltype(inst);
-    warps = wave_warps(scan_bwd_kernel<I::TPR, kBwdItems, typename I::in_t, typename I::bc_t>);
+    warps = wave_warps<scan_bwd_kernel<I::TPR, kBwdItems, typename I::in_t,
+                                           typename I::bc_t>>();
   });
   return warps;
 }

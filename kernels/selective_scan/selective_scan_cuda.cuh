@@ -254,10 +254,10 @@ void dispatch_instance(int tpr, int in_dtype, int bc_dtype, Fn&& fn) {
   }
 }
 
-// Warps of `kernel` (launched with kBlock threads) resident on the current GPU at once. Cached
-// per kernel and device.
-template <typename Kernel>
-int64_t wave_warps(Kernel kernel) {
+// Warps of `Kernel` (launched with kBlock threads) resident on the current GPU at once. Cached
+// per kernel (a template argument, so each instantiation has its own cache) and device.
+template <auto Kernel>
+int64_t wave_warps() {
   constexpr int kMaxDevices = 64;
   static int64_t cache[kMaxDevices] = {};
   int device = 0;
@@ -265,14 +265,19 @@ int64_t wave_warps(Kernel kernel) {
   if (device < kMaxDevices && cache[device] > 0) return cache[device];
   int sms = 0, blocks = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kBlock, 0);
-  const int64_t warps = static_cast<int64_t>(std::max(1, sms)) * std::max(1, blocks) * (kBlock / 32);
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Kernel, kBlock, 0);
+  const int64_t warps =
+      static_cast<int64_t>(std::max(1, sms)) * std::max(1, blocks) * (kBlock / 32);
   if (device < kMaxDevices) cache[device] = warps;
   return warps;
 }
 
 // softplus with torch's threshold (20) and its derivative (sigmoid; rounds to 1 above 20).
-__device__ __forceinline__ float softplus(float z) { return z > 20.f ? z : log1pf(__expf(z)); }
+// log(1 + e^z) with the fast intrinsics: its absolute error (~1e-7 where e^z is tiny) is far
+// below dt's scale, and log1pf, a long software sequence, made the scans issue-bound.
+__device__ __forceinline__ float softplus(float z) {
+  return z > 20.f ? z : __logf(1.f + __expf(z));
+}
 __device__ __forceinline__ float softplus_grad(float z) { return 1.f / (1.f + __expf(-z)); }
 
 // Inclusive scan of affine maps h -> P * h + S over the TPR lanes of a segment (lane order).

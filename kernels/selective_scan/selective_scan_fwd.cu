@@ -153,7 +153,8 @@ int64_t scan_fwd_wave_warps(int tpr, int in_dtype, int bc_dtype) {
   int64_t warps = 0;
   dispatch_instance(tpr, in_dtype, bc_dtype, [&](auto inst) {
     using I = decltype(inst);
-    warps = wave_warps(scan_fwd_kernel<I::TPR, kFwdItems, typename I::in_t, typename I::bc_t>);
+    warps = wave_warps<scan_fwd_kernel<I::TPR, kFwdItems, typename I::in_t,
+                                           typename I::bc_t>>();
   });
   return warps;
 }
