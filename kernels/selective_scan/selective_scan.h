@@ -13,7 +13,7 @@
 #include <optional>
 #include <tuple>
 
-#include "checkpoints.h"
+#include "scan_layout.h"
 
 namespace mmvmamba {
 

@@ -55,17 +55,17 @@ struct CudaInputs {
   }
 
   // The work split of the forward or backward kernel on the current GPU.
-  cuda::LaunchConfig config(bool backward) const {
+  LaunchConfig config(bool backward) const {
     const int items = backward ? cuda::kBwdItems : cuda::kFwdItems;
-    const int tpr = cuda::lanes_per_unit(s.length, items);
+    const int tpr = lanes_per_unit(s.length, items);
     const int64_t wave = backward ? cuda::scan_bwd_wave_warps(tpr, in_dtype, bc_dtype)
                                   : cuda::scan_fwd_wave_warps(tpr, in_dtype, bc_dtype);
-    return cuda::make_config(s.batch * s.channels, s.length, items, wave);
+    return make_config(s.batch * s.channels, s.length, items, wave);
   }
 
   // Parameters common to both directions, for a work split `cfg`; `scratch` holds the
   // per-segment maps when the rows are cut into segments.
-  cuda::ScanParams params(const cuda::LaunchConfig& cfg, bool softplus,
+  cuda::ScanParams params(const LaunchConfig& cfg, bool softplus,
                           at::Tensor& scratch) const {
     cuda::ScanParams p{};
     p.u = u.data_ptr();
@@ -106,7 +106,7 @@ struct CudaInputs {
   // Runs the forward kernels: the output into `out` and/or the checkpoints into `states`
   // (either may be undefined, not both).
   void forward(bool softplus, const at::Tensor& out, const at::Tensor& states) const {
-    const cuda::LaunchConfig cfg = config(/*backward=*/false);
+    const LaunchConfig cfg = config(/*backward=*/false);
     at::Tensor scratch;
     cuda::ScanParams p = params(cfg, softplus, scratch);
     p.out = out.defined() ? out.data_ptr<float>() : nullptr;
@@ -173,7 +173,7 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const at::Tensor& u,
   at::Tensor dbias = at::empty({s.channels}, f32);
   at::_foreach_zero_({dA, dB, dC, dD, dbias});
   const int64_t rows = s.batch * s.channels;
-  const cuda::LaunchConfig cfg = in.config(/*backward=*/true);
+  const LaunchConfig cfg = in.config(/*backward=*/true);
   at::Tensor scratch;
   cuda::ScanParams p = in.params(cfg, delta_softplus, scratch);
   at::Tensor du_acc, ddt_acc;

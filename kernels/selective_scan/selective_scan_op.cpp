@@ -131,6 +131,21 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("with_cuda", &with_cuda, "Whether the CUDA kernels were compiled in.");
   m.def("state_stride", []() { return mmvmamba::kStateStride; },
         "Positions between two checkpoints of selective_scan_fwd_train on CUDA.");
+  m.def(
+      "launch_config",
+      [](int64_t rows, int64_t length, int items, int64_t wave_warps) {
+        const mmvmamba::LaunchConfig c = mmvmamba::make_config(rows, length, items, wave_warps);
+        pybind11::dict d;
+        d["tpr"] = c.tpr;
+        d["items"] = c.items;
+        d["chunk"] = c.chunk;
+        d["num_segs"] = c.num_segs;
+        d["seg_len"] = c.seg_len;
+        d["chunks_per_seg"] = c.chunks_per_seg;
+        return d;
+      },
+      "The CUDA kernels' work split for `rows` rows of `length` positions, `items` positions per "
+      "lane and `wave_warps` resident warps (for tests and analysis).");
   m.def("cuda_archs", []() { return std::string(MMVMAMBA_CUDA_ARCHS); },
         "CUDA architectures the kernels were built for ('' for a CPU-only build).");
 }

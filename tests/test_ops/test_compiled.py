@@ -250,6 +250,34 @@ def test_backward_rejects_mismatched_checkpoints(states_of):
         torch.ops.mmvmamba.selective_scan_bwd(dout, *call, True, states_of(layout))
 
 
+@pytest.mark.parametrize('rows,length,items,wave', [
+    (768, 64000, 4, 3168),  # the detection shape's backward on an H100 (6 blocks of 4 warps)
+    (768, 64000, 8, 4224),  # its forward (8 blocks)
+    (1024, 3137, 8, 4224), (512, 3000, 4, 3168), (8, 5, 8, 4224), (7, 100000, 4, 3168),
+    (12288, 3136, 4, 3168),  # VMamba-T stage 1, batch 32: enough rows, not cut
+])
+def test_launch_config_fills_waves(rows, length, items, wave):
+    """The CUDA work split (pure C++, checked here without a GPU): segments tile the row in whole
+    chunks that start on checkpoints; rows are cut only when uncut they fill < 70% of a wave,
+    and then the units fill their waves to at least 85%."""
+    c = _C.launch_config(rows, length, items, wave)
+    assert c['chunk'] == c['tpr'] * items and c['chunk'] % _C.state_stride() == 0
+    assert c['seg_len'] == c['chunks_per_seg'] * c['chunk']
+    assert (c['num_segs'] - 1) * c['seg_len'] < length <= c['num_segs'] * c['seg_len']
+    row_warps = max(1, rows * c['tpr'] // 32)
+    if 10 * row_warps >= 7 * wave:
+        assert c['num_segs'] == 1
+    elif c['num_segs'] < -(-length // c['chunk']):  # not every chunk its own segment
+        warps = c['num_segs'] * row_warps
+        assert warps / (-(-warps // wave) * wave) >= 0.85
+
+
+def test_launch_config_detection_shape():
+    """(2, 384, 64000): the backward in one full wave (4 segments), the forward in two (11)."""
+    assert _C.launch_config(768, 64000, 4, 3168)['num_segs'] == 4
+    assert _C.launch_config(768, 64000, 8, 4224)['num_segs'] == 11
+
+
 def _scan_loss_fn(args):
     def fn(u, delta):
         y = ops.selective_scan(u * 2, delta, args['A'], args['B'], args['C'], args['D'],
