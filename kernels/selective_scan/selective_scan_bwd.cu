@@ -286,11 +286,6 @@ __global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
   }
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  TORCH_CHECK(err == cudaSuccess, what, " CUDA launch failed: ", cudaGetErrorString(err));
-}
-
 template <typename T>
 __global__ void cast_pair_kernel(const float* a, const float* b, T* a_out, T* b_out,
                                  int64_t n) {
@@ -336,22 +331,13 @@ void launch_scan_bwd(const ScanParams& p, const LaunchConfig& cfg, int in_dtype,
                      cudaStream_t stream) {
   TORCH_CHECK(cfg.items == kBwdItems, "selective_scan_bwd: config built for ", cfg.items,
               " items per lane, the kernel uses ", kBwdItems);
-  TORCH_CHECK(in_dtype == kF32 || in_dtype == kF16 || in_dtype == kBF16,
-              "selective_scan_bwd: unsupported dtype code ", in_dtype);
   TORCH_CHECK(p.states != nullptr, "selective_scan_bwd: the forward checkpoints are missing");
-  const int64_t units = p.batch * p.channels * p.num_segs;
-  const int64_t units_per_block = kBlock / cfg.tpr;
-  const auto blocks = static_cast<unsigned>((units + units_per_block - 1) / units_per_block);
   dispatch_instance(cfg.tpr, in_dtype, bc_dtype, [&](auto inst) {
     using I = decltype(inst);
     using in_t = typename I::in_t;
     using bc_t = typename I::bc_t;
-    if (p.num_segs > 1) {
-      segment_maps_bwd_kernel<I::TPR, kBwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
-      check_launch("selective_scan_bwd (segment maps)");
-    }
-    scan_bwd_kernel<I::TPR, kBwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
-    check_launch("selective_scan_bwd");
+    launch_passes("selective_scan_bwd", segment_maps_bwd_kernel<I::TPR, kBwdItems, in_t, bc_t>,
+                  scan_bwd_kernel<I::TPR, kBwdItems, in_t, bc_t>, p, cfg.tpr, stream);
   });
 }
 

@@ -97,6 +97,11 @@ struct CudaInputs {
     return p;
   }
 
+  // The output tensor: (B, K*Cg, L) fp32.
+  at::Tensor new_output() const {
+    return at::empty({s.batch, s.channels, s.length}, u.options().dtype(at::kFloat));
+  }
+
   // The checkpoints tensor: (N, B, K*Cg, ceil(L / stride)) fp32.
   at::Tensor new_states() const {
     return at::empty({s.state, s.batch, s.channels, num_state_slots(s.length)},
@@ -122,8 +127,7 @@ at::Tensor selective_scan_fwd_cuda(const at::Tensor& u, const at::Tensor& delta,
                                    bool delta_softplus) {
   const c10::cuda::CUDAGuard guard(u.device());
   const CudaInputs in(u, delta, A, B, C, D, delta_bias);
-  at::Tensor out = at::empty({in.s.batch, in.s.channels, in.s.length},
-                             u.options().dtype(at::kFloat));
+  at::Tensor out = in.new_output();
   in.forward(delta_softplus, out, at::Tensor());
   return out;
 }
@@ -134,8 +138,7 @@ std::tuple<at::Tensor, at::Tensor> selective_scan_fwd_train_cuda(
     const std::optional<at::Tensor>& delta_bias, bool delta_softplus) {
   const c10::cuda::CUDAGuard guard(u.device());
   const CudaInputs in(u, delta, A, B, C, D, delta_bias);
-  at::Tensor out = at::empty({in.s.batch, in.s.channels, in.s.length},
-                             u.options().dtype(at::kFloat));
+  at::Tensor out = in.new_output();
   at::Tensor states = in.new_states();
   in.forward(delta_softplus, out, states);
   return {out, states};

@@ -21,6 +21,7 @@
 // kStateStride.
 #pragma once
 
+#include <c10/util/Exception.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -200,8 +201,31 @@ void dispatch_instance(int tpr, int in_dtype, int bc_dtype, Fn&& fn) {
       bc_f32 ? with_tpr(Instance<0, __nv_bfloat16, float>{})
              : with_tpr(Instance<0, __nv_bfloat16, __nv_bfloat16>{});
       break;
-    default: break;  // rejected by the host code before any launch
+    default: TORCH_CHECK(false, "selective_scan (CUDA): unsupported dtype code ", in_dtype);
   }
+}
+
+// Throws with the CUDA error of the last launch, if any; `what` and `pass` name the launch.
+inline void check_launch(const char* what, const char* pass = "") {
+  const cudaError_t err = cudaGetLastError();
+  TORCH_CHECK(err == cudaSuccess, what, pass, " CUDA launch failed: ", cudaGetErrorString(err));
+}
+
+// Launches one direction of the scan over all units of `p` (lanes_per_unit `tpr`): the
+// segment-map pass first when rows are cut into segments, then the scan. `op` names the
+// direction in launch errors.
+template <typename Kernel>
+void launch_passes(const char* op, Kernel segment_maps, Kernel scan, const ScanParams& p,
+                   int tpr, cudaStream_t stream) {
+  const int64_t units = p.batch * p.channels * p.num_segs;
+  const int64_t units_per_block = kBlock / tpr;
+  const auto blocks = static_cast<unsigned>((units + units_per_block - 1) / units_per_block);
+  if (p.num_segs > 1) {
+    segment_maps<<<blocks, kBlock, 0, stream>>>(p);
+    check_launch(op, " (segment maps)");
+  }
+  scan<<<blocks, kBlock, 0, stream>>>(p);
+  check_launch(op);
 }
 
 // Warps of `Kernel` (launched with kBlock threads) resident on the current GPU at once. Cached

@@ -142,11 +142,6 @@ __global__ void __launch_bounds__(kBlock, 8) scan_fwd_kernel(ScanParams p) {
   }
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  TORCH_CHECK(err == cudaSuccess, what, " CUDA launch failed: ", cudaGetErrorString(err));
-}
-
 }  // namespace
 
 int64_t scan_fwd_wave_warps(int tpr, int in_dtype, int bc_dtype) {
@@ -163,21 +158,12 @@ void launch_scan_fwd(const ScanParams& p, const LaunchConfig& cfg, int in_dtype,
                      cudaStream_t stream) {
   TORCH_CHECK(cfg.items == kFwdItems, "selective_scan_fwd: config built for ", cfg.items,
               " items per lane, the kernel uses ", kFwdItems);
-  TORCH_CHECK(in_dtype == kF32 || in_dtype == kF16 || in_dtype == kBF16,
-              "selective_scan_fwd: unsupported dtype code ", in_dtype);
-  const int64_t units = p.batch * p.channels * p.num_segs;
-  const int64_t units_per_block = kBlock / cfg.tpr;
-  const auto blocks = static_cast<unsigned>((units + units_per_block - 1) / units_per_block);
   dispatch_instance(cfg.tpr, in_dtype, bc_dtype, [&](auto inst) {
     using I = decltype(inst);
     using in_t = typename I::in_t;
     using bc_t = typename I::bc_t;
-    if (p.num_segs > 1) {
-      segment_maps_fwd_kernel<I::TPR, kFwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
-      check_launch("selective_scan_fwd (segment maps)");
-    }
-    scan_fwd_kernel<I::TPR, kFwdItems, in_t, bc_t><<<blocks, kBlock, 0, stream>>>(p);
-    check_launch("selective_scan_fwd");
+    launch_passes("selective_scan_fwd", segment_maps_fwd_kernel<I::TPR, kFwdItems, in_t, bc_t>,
+                  scan_fwd_kernel<I::TPR, kFwdItems, in_t, bc_t>, p, cfg.tpr, stream);
   });
 }
 
