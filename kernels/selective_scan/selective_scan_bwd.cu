@@ -1,14 +1,21 @@
 // Selective scan backward on CUDA (see selective_scan_cuda.cuh for the work layout).
 //
 // Per unit and state n, the chunks are walked in reverse. A chunk's states are recomputed from
-// the forward's checkpoint at its start (p.states), and the adjoint recurrence
+// the forward's checkpoints (p.states): each kStateStride positions of the chunk start from
+// their own, so the lane scan for them spans kStateStride / ITEMS lanes, not the whole unit.
+// The adjoint recurrence
 // g_l = gy_l * C_l + a_{l+1} * g_{l+1} is solved with the same affine scan in reverse lane
 // order. When rows are cut into segments, a first pass computes each segment's adjoint map so
 // that a segment can start from the adjoint of the segments after it.
 // dB and dC (shared by the channels of a group) are summed over the units of a block in shared
 // memory before one atomicAdd per position; dA, dD and dbias are summed over the unit's lanes
 // and atomically over the batch and segments.
+// Chunks wholly inside their segment (all of them but a row's last, usually) run a copy of the
+// body without per-position bounds checks (the checks made the kernel issue-bound), and every
+// chunk asks L2 for the next one's inputs first.
 #include <c10/util/Exception.h>
+
+#include <type_traits>
 
 #include "selective_scan_cuda.cuh"
 
@@ -16,46 +23,46 @@ namespace mmvmamba::cuda {
 namespace {
 
 // Everything one chunk of one unit needs, recomputed from the inputs. Positions outside
-// [begin, end) get a = 0 (no coupling past the end), x = 0, gy = 0, C = 0.
+// [begin, end) get a = 0 (no coupling past the end) and u = B = 0, so their drive
+// x = dt * B * u is 0 (x is recomputed where needed: keeping it costs registers the kernel
+// does not have).
 template <int ITEMS>
 struct ChunkData {
-  float u[ITEMS], z[ITEMS], dt[ITEMS], Bv[ITEMS], a[ITEMS], x[ITEMS];
+  float u[ITEMS], dt[ITEMS], Bv[ITEMS], a[ITEMS];
+  __device__ __forceinline__ float x(int i) const { return dt[i] * Bv[i] * u[i]; }
 };
 
-template <int ITEMS, typename in_t, typename bc_t>
+template <int ITEMS, bool kFull, typename in_t, typename bc_t>
 __device__ __forceinline__ void load_chunk(const ScanParams& p, const UnitInfo& r,
                                            const in_t* u_row, const in_t* delta_row,
                                            const bc_t* B_n, float A_n, float bias,
                                            int64_t base, ChunkData<ITEMS>& d) {
-  load_items<ITEMS>(u_row, base, r.end, r.valid, p.vec_ok, 0.f, d.u);
-  load_items<ITEMS>(delta_row, base, r.end, r.valid, p.vec_ok, 0.f, d.z);
-  load_items<ITEMS>(B_n, base, r.end, r.valid, p.vec_ok, 0.f, d.Bv);
+  load_items<ITEMS, kFull>(u_row, base, r.end, r.valid, p.vec_ok, 0.f, d.u);
+  load_items<ITEMS, kFull>(delta_row, base, r.end, r.valid, p.vec_ok, 0.f, d.dt);
+  load_items<ITEMS, kFull>(B_n, base, r.end, r.valid, p.vec_ok, 0.f, d.Bv);
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i) {
-    d.z[i] += bias;
-    d.dt[i] = p.softplus ? softplus(d.z[i]) : d.z[i];
-    const bool in_range = base + i < r.end;
-    d.a[i] = in_range ? __expf(d.dt[i] * A_n) : 0.f;
-    d.x[i] = in_range ? d.dt[i] * d.Bv[i] * d.u[i] : 0.f;
+    const float z = d.dt[i] + bias;
+    d.dt[i] = p.softplus ? softplus(z) : z;
+    d.a[i] = kFull || base + i < r.end ? __expf(d.dt[i] * A_n) : 0.f;
   }
 }
 
-// Lane-local then segment-wide forward scan of a chunk: returns the inclusive (P, S) of the
-// lane and sets P_ex, S_ex to the exclusive map (identity on lane 0).
-template <int TPR, int ITEMS>
-__device__ __forceinline__ void chunk_forward_maps(int lane, const ChunkData<ITEMS>& d,
-                                                   float& P, float& S, float& P_ex,
-                                                   float& S_ex) {
-  P = 1.f;
-  S = 0.f;
+// The map h -> P_ex h + S_ex from the state entering the lane's checkpoint stride to the state
+// entering the lane's first item: a lane-local scan, then one across the LANES lanes of the
+// stride (identity on its first lane).
+template <int LANES, int ITEMS>
+__device__ __forceinline__ void stride_entry_map(int lane, const ChunkData<ITEMS>& d,
+                                                 float& P_ex, float& S_ex) {
+  float P = 1.f, S = 0.f;
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i) {
-    S = d.a[i] * S + d.x[i];
+    S = d.a[i] * S + d.x(i);
     P = P * d.a[i];
   }
-  segment_scan<TPR>(lane, P, S);
-  P_ex = __shfl_up_sync(kFullMask, P, 1, TPR);
-  S_ex = __shfl_up_sync(kFullMask, S, 1, TPR);
+  segment_scan<LANES>(lane, P, S);
+  P_ex = __shfl_up_sync(kFullMask, P, 1, LANES);
+  S_ex = __shfl_up_sync(kFullMask, S, 1, LANES);
   if (lane == 0) {
     P_ex = 1.f;
     S_ex = 0.f;
@@ -123,6 +130,10 @@ __global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
 
   const UnitInfo r = unit_info<TPR>(p);
   static_assert((TPR * ITEMS) % kStateStride == 0, "chunks must start on checkpoints");
+  // Lanes of one checkpoint stride: each group of them starts from its own checkpoint.
+  constexpr int kStrideLanes = kStateStride / ITEMS;
+  static_assert(kStateStride % ITEMS == 0 && TPR % kStrideLanes == 0,
+                "checkpoint strides must cover whole lanes of a unit");
   const int64_t L = p.length, N = p.state, rows = p.batch * p.channels;
   const int64_t units = rows * p.num_segs;
   const int64_t slots = num_state_slots(L);
@@ -147,6 +158,10 @@ __global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
       first_row / p.channels == last_row / p.channels &&
       (first_row % p.channels) / p.per_group == (last_row % p.channels) / p.per_group;
   const int unit_in_block = threadIdx.x / TPR;
+  // All units of the block valid and in one segment: then whether a chunk is whole (every
+  // position before the segment's end, vector loads allowed) is the same for the whole block,
+  // and whole chunks run a copy of the body without per-position bounds checks.
+  const bool block_in_one_segment = last < units && first / rows == last / rows;
 
   float dD_acc = 0.f, dbias_acc = 0.f;
   for (int64_t n = 0; n < N; ++n) {
@@ -157,19 +172,30 @@ __global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
     float g_next = p.num_segs > 1 ? segment_exit_adjoint(p, n, r.row, r.seg) : 0.f;
     float a_next = 1.f;  // g_next already carries the decay of the position after the unit
     float dA_acc = 0.f;
-    for (int64_t chunk = num_chunks - 1; chunk >= 0; --chunk) {
+    auto chunk_body = [&](const int64_t chunk, auto full) {
+      constexpr bool kFull = decltype(full)::value;
       const int64_t base = r.begin + chunk * kChunk + static_cast<int64_t>(r.lane) * ITEMS;
+      if (chunk > 0) {  // the chunk walked next (to the left) into L2 while this one runs
+        const int64_t ahead = base - kChunk;
+        prefetch_l2(u_row + ahead);
+        prefetch_l2(delta_row + ahead);
+        prefetch_l2(B_n + ahead);
+        prefetch_l2(C_n + ahead);
+        prefetch_l2(gy_row + ahead);
+      }
       ChunkData<ITEMS> d;
-      load_chunk<ITEMS>(p, r, u_row, delta_row, B_n, A_n, bias, base, d);
+      load_chunk<ITEMS, kFull>(p, r, u_row, delta_row, B_n, A_n, bias, base, d);
       float Cv[ITEMS], gy[ITEMS];
-      load_items<ITEMS>(C_n, base, r.end, r.valid, p.vec_ok, 0.f, Cv);
-      load_items<ITEMS>(gy_row, base, r.end, r.valid, p.vec_ok, 0.f, gy);
+      load_items<ITEMS, kFull>(C_n, base, r.end, r.valid, p.vec_ok, 0.f, Cv);
+      load_items<ITEMS, kFull>(gy_row, base, r.end, r.valid, p.vec_ok, 0.f, gy);
 
-      // States inside the chunk, from its entry state.
-      float P, S, P_ex, S_ex;
-      chunk_forward_maps<TPR, ITEMS>(r.lane, d, P, S, P_ex, S_ex);
+      // States inside the chunk, from the checkpoint of the lane's stride.
+      float P_ex, S_ex;
+      stride_entry_map<kStrideLanes, ITEMS>(r.lane % kStrideLanes, d, P_ex, S_ex);
       const int64_t chunk_start = r.begin + chunk * kChunk;
-      const float entry = chunk_start < r.end ? states_row[chunk_start / kStateStride] : 0.f;
+      const int64_t stride_start = base - (r.lane % kStrideLanes) * ITEMS;
+      const float entry =
+          kFull || stride_start < r.end ? states_row[stride_start / kStateStride] : 0.f;
       const float h_enter = P_ex * entry + S_ex;
 
       // Adjoint: g_i = c_i + m_i * g_{i+1} with c = gy * C and m_i = a_{i+1}.
@@ -198,7 +224,7 @@ __global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
         float state = h_enter;
 #pragma unroll
         for (int i = 0; i < ITEMS; ++i) {
-          state = d.a[i] * state + d.x[i];
+          state = d.a[i] * state + d.x(i);
           h[i] = state;
         }
       }
@@ -220,7 +246,7 @@ __global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
         if (block_shares_bc) {
           smem_dB[unit_in_block][r.lane * ITEMS + i] = dB_i;
           smem_dC[unit_in_block][r.lane * ITEMS + i] = dC_i;
-        } else if (r.valid && base + i < r.end) {
+        } else if (kFull || (r.valid && base + i < r.end)) {
           atomicAdd(p.dB + bc_base + base + i, dB_i);
           atomicAdd(p.dC + bc_base + base + i, dC_i);
         }
@@ -229,7 +255,7 @@ __global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
         __syncthreads();
         for (int pos = threadIdx.x; pos < kChunk; pos += kBlock) {
           const int64_t l = chunk_start + pos;
-          if (l < r.end) {
+          if (kFull || l < r.end) {
             float sB = 0.f, sC = 0.f;
 #pragma unroll
             for (int j = 0; j < kUnitsPerBlock; ++j) {
@@ -247,8 +273,8 @@ __global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
       float* ddt_acc = p.ddt_acc + r.row * L;
       if (n > 0) {
         float prev_du[ITEMS], prev_ddt[ITEMS];
-        load_items<ITEMS>(du_acc, base, r.end, r.valid, p.vec_ok, 0.f, prev_du);
-        load_items<ITEMS>(ddt_acc, base, r.end, r.valid, p.vec_ok, 0.f, prev_ddt);
+        load_items<ITEMS, kFull>(du_acc, base, r.end, r.valid, p.vec_ok, 0.f, prev_du);
+        load_items<ITEMS, kFull>(ddt_acc, base, r.end, r.valid, p.vec_ok, 0.f, prev_ddt);
 #pragma unroll
         for (int i = 0; i < ITEMS; ++i) {
           du[i] += prev_du[i];
@@ -256,23 +282,31 @@ __global__ void __launch_bounds__(kBlock, 6) scan_bwd_kernel(ScanParams p) {
         }
       }
       if (n + 1 < N) {
-        store_items<ITEMS>(du_acc, base, r.end, r.valid, p.vec_ok, du);
-        store_items<ITEMS>(ddt_acc, base, r.end, r.valid, p.vec_ok, ddt);
+        store_items<ITEMS, kFull>(du_acc, base, r.end, r.valid, p.vec_ok, du);
+        store_items<ITEMS, kFull>(ddt_acc, base, r.end, r.valid, p.vec_ok, ddt);
       } else {
         float ddelta[ITEMS];
 #pragma unroll
         for (int i = 0; i < ITEMS; ++i) {
           du[i] += D * gy[i];
-          ddelta[i] = p.softplus ? ddt[i] * softplus_grad(d.z[i]) : ddt[i];
-          if (base + i < r.end) {
+          ddelta[i] = p.softplus ? ddt[i] * softplus_grad_from_value(d.dt[i]) : ddt[i];
+          if (kFull || base + i < r.end) {
             dD_acc += gy[i] * d.u[i];
             dbias_acc += ddelta[i];
           }
         }
-        store_items<ITEMS>(static_cast<in_t*>(p.du) + r.row * L, base, r.end, r.valid,
-                           p.vec_ok, du);
-        store_items<ITEMS>(static_cast<in_t*>(p.ddelta) + r.row * L, base, r.end, r.valid,
-                           p.vec_ok, ddelta);
+        store_items<ITEMS, kFull>(static_cast<in_t*>(p.du) + r.row * L, base, r.end, r.valid,
+                                  p.vec_ok, du);
+        store_items<ITEMS, kFull>(static_cast<in_t*>(p.ddelta) + r.row * L, base, r.end,
+                                  r.valid, p.vec_ok, ddelta);
+      }
+    };
+    for (int64_t chunk = num_chunks - 1; chunk >= 0; --chunk) {
+      const int64_t chunk_start = r.begin + chunk * kChunk;
+      if (block_in_one_segment && p.vec_ok && chunk_start + kChunk <= r.end) {
+        chunk_body(chunk, std::true_type{});
+      } else {
+        chunk_body(chunk, std::false_type{});
       }
     }
     dA_acc = segment_sum<TPR>(dA_acc);

@@ -125,12 +125,13 @@ struct Vec {
 };
 
 // Loads ITEMS consecutive elements of a row starting at `base` as floats; positions at or past
-// `end` (or an invalid unit) read as `fill`. Vectorised when the row allows it.
-template <int ITEMS, typename T>
+// `end` (or an invalid unit) read as `fill`. Vectorised when the row allows it; kFull: the
+// caller knows the unit is valid, the row allows vectors and all ITEMS are before `end`.
+template <int ITEMS, bool kFull = false, typename T>
 __device__ __forceinline__ void load_items(const T* row, int64_t base, int64_t end, bool valid,
                                            bool vec_ok, float fill, float (&out)[ITEMS]) {
   using V = Vec<T, ITEMS>;
-  if (valid && vec_ok && base + ITEMS <= end) {
+  if (kFull || (valid && vec_ok && base + ITEMS <= end)) {
 #pragma unroll
     for (int v = 0; v < ITEMS / V::kPer; ++v) {
       const typename V::type raw =
@@ -148,12 +149,12 @@ __device__ __forceinline__ void load_items(const T* row, int64_t base, int64_t e
   }
 }
 
-template <int ITEMS, typename T>
+template <int ITEMS, bool kFull = false, typename T>
 __device__ __forceinline__ void store_items(T* row, int64_t base, int64_t end, bool valid,
                                             bool vec_ok, const float (&vals)[ITEMS]) {
   using V = Vec<T, ITEMS>;
-  if (!valid) return;
-  if (vec_ok && base + ITEMS <= end) {
+  if (!kFull && !valid) return;
+  if (kFull || (vec_ok && base + ITEMS <= end)) {
 #pragma unroll
     for (int v = 0; v < ITEMS / V::kPer; ++v) {
       typename V::type raw;
@@ -168,6 +169,11 @@ __device__ __forceinline__ void store_items(T* row, int64_t base, int64_t end, b
       if (base + i < end) row[base + i] = from_float<T>(vals[i]);
     }
   }
+}
+
+// Asks L2 to fetch the line holding `ptr` (no register is written, nothing waits for it).
+__device__ __forceinline__ void prefetch_l2(const void* ptr) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(ptr));
 }
 
 // One kernel instantiation: lanes per unit and the element types of (u, delta) and (B, C).
@@ -246,13 +252,15 @@ int64_t wave_warps() {
   return warps;
 }
 
-// softplus with torch's threshold (20) and its derivative (sigmoid; rounds to 1 above 20).
-// log(1 + e^z) with the fast intrinsics: its absolute error (~1e-7 where e^z is tiny) is far
-// below dt's scale, and log1pf, a long software sequence, made the scans issue-bound.
+// softplus with torch's threshold (20). log(1 + e^z) with the fast intrinsics: its absolute
+// error (~1e-7 where e^z is tiny) is far below dt's scale, and log1pf, a long software
+// sequence, made the scans issue-bound.
 __device__ __forceinline__ float softplus(float z) {
   return z > 20.f ? z : __logf(1.f + __expf(z));
 }
-__device__ __forceinline__ float softplus_grad(float z) { return 1.f / (1.f + __expf(-z)); }
+// softplus's derivative sigmoid(z) from its value dt = softplus(z): sigmoid(z) = 1 - e^{-dt}
+// (so the backward need not keep z; where dt is tiny the error is below dt's own rounding).
+__device__ __forceinline__ float softplus_grad_from_value(float dt) { return 1.f - __expf(-dt); }
 
 // Inclusive scan of affine maps h -> P * h + S over the TPR lanes of a segment (lane order).
 template <int TPR>
