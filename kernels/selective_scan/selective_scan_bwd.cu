@@ -42,8 +42,7 @@ __device__ __forceinline__ void load_chunk(const ScanParams& p, const UnitInfo& 
   load_items<ITEMS, kFull>(B_n, base, r.end, r.valid, p.vec_ok, 0.f, d.Bv);
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i) {
-    const float z = d.dt[i] + bias;
-    d.dt[i] = p.softplus ? softplus(z) : z;
+    d.dt[i] = step_size(p, d.dt[i], bias);
     d.a[i] = kFull || base + i < r.end ? __expf(d.dt[i] * A_n) : 0.f;
   }
 }
@@ -90,9 +89,7 @@ __global__ void __launch_bounds__(kBlock, 8) segment_maps_bwd_kernel(ScanParams 
       load_items<ITEMS>(delta_row, base, r.end, r.valid, p.vec_ok, 0.f, a);
 #pragma unroll
       for (int i = 0; i < ITEMS; ++i) {
-        const float z = a[i] + bias;
-        const float dt = p.softplus ? softplus(z) : z;
-        a[i] = base + i < r.end ? __expf(dt * A_n) : 0.f;
+        a[i] = base + i < r.end ? __expf(step_size(p, a[i], bias) * A_n) : 0.f;
       }
       load_items<ITEMS>(C_n, base, r.end, r.valid, p.vec_ok, 0.f, Cv);
       load_items<ITEMS>(gy_row, base, r.end, r.valid, p.vec_ok, 0.f, gy);

@@ -258,6 +258,12 @@ int64_t wave_warps() {
 __device__ __forceinline__ float softplus(float z) {
   return z > 20.f ? z : __logf(1.f + __expf(z));
 }
+// The step dt of a position from its raw delta: delta + bias, through softplus when asked.
+__device__ __forceinline__ float step_size(const ScanParams& p, float delta, float bias) {
+  const float z = delta + bias;
+  return p.softplus ? softplus(z) : z;
+}
+
 // softplus's derivative sigmoid(z) from its value dt = softplus(z): sigmoid(z) = 1 - e^{-dt}
 // (so the backward need not keep z; where dt is tiny the error is below dt's own rounding).
 __device__ __forceinline__ float softplus_grad_from_value(float dt) { return 1.f - __expf(-dt); }

@@ -20,8 +20,7 @@ __device__ __forceinline__ void chunk_decay_drive(const ScanParams& p, const Uni
   load_items<ITEMS>(B_n, base, r.end, r.valid, p.vec_ok, 0.f, Bv);
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i) {
-    const float z = dt[i] + bias;
-    const float d = p.softplus ? softplus(z) : z;
+    const float d = step_size(p, dt[i], bias);
     const bool in_range = base + i < r.end;
     a[i] = in_range ? __expf(d * A_n) : 1.f;
     x[i] = in_range ? d * Bv[i] * u[i] : 0.f;
