@@ -89,6 +89,18 @@ def test_cuda_long_rows_split_into_segments(device, dtype, state):
     check_against_reference(args, dtype)
 
 
+@pytest.mark.parametrize('dtype,state', [(torch.float32, 1), (torch.bfloat16, 1),
+                                         (torch.float16, 4)])
+@pytest.mark.parametrize('device', [CUDA])
+def test_cuda_whole_chunks(device, dtype, state):
+    """Rows with L % 8 == 0 (vector loads): the CUDA backward runs its whole-chunk body (no
+    bounds checks) on every chunk before a segment's end and the checked body on the last,
+    short one; 6 rows cut into segments put blocks of 4 units across segment boundaries, which
+    take the checked body throughout."""
+    args = make_scan_inputs(1, 2, 3, state, 8 * 397, dtype=dtype, seed=11, device=device)
+    check_against_reference(args, dtype)
+
+
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('per_group', [1, 2, 3, 4, 6, 24])
 def test_channel_tiling(device, per_group):
