@@ -94,10 +94,10 @@ def test_cuda_long_rows_split_into_segments(device, dtype, state):
 @pytest.mark.parametrize('device', [CUDA])
 def test_cuda_whole_chunks(device, dtype, state):
     """Rows with L % 8 == 0 (vector loads): the CUDA backward runs its whole-chunk body (no
-    bounds checks) on every chunk before a segment's end and the checked body on the last,
-    short one; 6 rows cut into segments put blocks of 4 units across segment boundaries, which
-    take the checked body throughout."""
-    args = make_scan_inputs(1, 2, 3, state, 8 * 397, dtype=dtype, seed=11, device=device)
+    bounds checks) on every chunk before a segment's end and the checked body on the row's
+    last, short one; 602 rows cut into segments of several chunks (5 on an H100) put some
+    blocks of 4 units across segment boundaries, which take the checked body throughout."""
+    args = make_scan_inputs(1, 2, 301, state, 8 * 397, dtype=dtype, seed=11, device=device)
     check_against_reference(args, dtype)
 
 
@@ -236,10 +236,16 @@ def test_backward_without_checkpoints_recomputes_them(device, shape):
     dout = torch.randn_like(args['u'])
     _, states = torch.ops.mmvmamba.selective_scan_fwd_train(*call, True)
     with_states = torch.ops.mmvmamba.selective_scan_bwd(dout, *call, True, states)
+    # Same arithmetic either way, but dA, dB, dC, dD and dbias are summed with atomics (over
+    # segments, channels, the batch) whose order varies between launches: where those partial
+    # sums cancel, the result moves by more than 1e-5 of itself (seen on an H100: dA, 2.8e-5).
+    # So the tolerance is relative to each gradient's largest magnitude; a wrong checkpoint
+    # changes the gradients at order one.
     for missing in (None, states.new_empty((0,))):
         recomputed = torch.ops.mmvmamba.selective_scan_bwd(dout, *call, True, missing)
-        for got, want in zip(recomputed, with_states):
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for name, got, want in zip(('du', 'ddelta', 'dA', 'dB', 'dC', 'dD', 'dbias'),
+                                   recomputed, with_states):
+            assert_close_scaled(got, want, 1e-4, name)
 
 
 @pytest.mark.parametrize('states_of', [
