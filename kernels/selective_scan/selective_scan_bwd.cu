@@ -111,9 +111,9 @@ __global__ void __launch_bounds__(kBlock, 8) segment_maps_bwd_kernel(ScanParams 
       M_tot = M_tot * M_k;
     }
     if (r.lane == 0 && r.valid) {
-      const int64_t idx = ((n * p.num_segs + r.seg) * rows + r.row) * 2;
-      p.seg_bwd[idx] = M_tot;
-      p.seg_bwd[idx + 1] = C_tot;
+      float* m = segment_map(p, n, r.seg, r.row, rows);
+      m[0] = M_tot;
+      m[1] = C_tot;
     }
   }
 }

@@ -91,8 +91,7 @@ struct CudaInputs {
       // (N, S, rows, 2): the forward maps (forward) or the adjoint maps (backward).
       scratch = at::empty({s.state * cfg.num_segs * s.batch * s.channels * 2},
                           u.options().dtype(at::kFloat));
-      p.seg_fwd = scratch.data_ptr<float>();
-      p.seg_bwd = p.seg_fwd;
+      p.seg_maps = scratch.data_ptr<float>();
     }
     return p;
   }

@@ -50,8 +50,9 @@ struct ScanParams {
   bool vec_ok;  // all row starts are 16-byte aligned and L % 8 == 0
   // Work split (copied from the LaunchConfig).
   int64_t num_segs, seg_len, chunks_per_seg;
-  float* seg_fwd;  // (N, S, rows, 2): each segment's forward map h -> P h + S (forward only)
-  float* seg_bwd;  // (N, S, rows, 2): each segment's adjoint map v -> C + M v (backward only)
+  // (N, S, rows, 2): each segment's map, from the segment-map pass of the direction at hand:
+  // forward h -> P h + S stored (P, S); backward v -> C + M v stored (M, C).
+  float* seg_maps;
   // Forward output (nullptr: the forward only stores the checkpoints).
   float* out;
   // Checkpoints: (N, rows, ceil(L / kStateStride)), the state entering each stride's first
@@ -333,13 +334,19 @@ __device__ __forceinline__ UnitInfo unit_info(const ScanParams& p) {
   return r;
 }
 
+// The two coefficients of segment `seg`'s map of `row` (of `rows`) for state n in p.seg_maps.
+__device__ __forceinline__ float* segment_map(const ScanParams& p, int64_t n, int64_t seg,
+                                              int64_t row, int64_t rows) {
+  return p.seg_maps + ((n * p.num_segs + seg) * rows + row) * 2;
+}
+
 // State entering segment `seg` of `row` for state n: the segments before it applied to h = 0.
 __device__ __forceinline__ float segment_entry_state(const ScanParams& p, int64_t n,
                                                      int64_t row, int64_t seg) {
   const int64_t rows = p.batch * p.channels;
   float h = 0.f;
   for (int64_t s = 0; s < seg; ++s) {
-    const float* m = p.seg_fwd + ((n * p.num_segs + s) * rows + row) * 2;
+    const float* m = segment_map(p, n, s, row, rows);
     h = m[0] * h + m[1];
   }
   return h;
@@ -352,7 +359,7 @@ __device__ __forceinline__ float segment_exit_adjoint(const ScanParams& p, int64
   const int64_t rows = p.batch * p.channels;
   float v = 0.f;
   for (int64_t s = p.num_segs - 1; s > seg; --s) {
-    const float* m = p.seg_bwd + ((n * p.num_segs + s) * rows + row) * 2;
+    const float* m = segment_map(p, n, s, row, rows);
     v = m[1] + m[0] * v;
   }
   return v;

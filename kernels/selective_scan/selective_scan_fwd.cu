@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kBlock, 8) segment_maps_fwd_kernel(ScanParams 
       P_tot = P_all * P_tot;
     }
     if (r.lane == 0 && r.valid) {
-      float* m = p.seg_fwd + ((n * p.num_segs + r.seg) * rows + r.row) * 2;
+      float* m = segment_map(p, n, r.seg, r.row, rows);
       m[0] = P_tot;
       m[1] = S_tot;
     }
