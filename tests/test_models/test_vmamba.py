@@ -119,7 +119,7 @@ def test_with_cp_matches_plain(small_arch):
 
 def test_drop_path_rates(small_arch):
     model = VMamba(arch=small_arch, drop_path_rate=0.4)
-    rates = [getattr(b.drop_path, 'drop_prob', 0.0)
+    rates = [b.drop_path_rate
              for stage in model.layers for b in stage.blocks]
     expected = torch.linspace(0, 0.4, sum(small_arch['depths'])).tolist()
     assert rates == pytest.approx(expected)

@@ -7,6 +7,26 @@ from mmengine.model import trunc_normal_init
 from torch import nn
 
 
+def linear_2d(x: torch.Tensor, weight: torch.Tensor,
+              bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``weight @ x`` at every pixel of ``x (B, C_in, H, W)``, as a 1x1 convolution.
+
+    PyTorch adds a convolution's bias in a pass of its own; callers that can fold it into the
+    pointwise op that follows (:func:`mmvmamba.ops.bias_gelu`, :func:`mmvmamba.ops.residual_add`)
+    pass ``bias=None``. (A batched GEMM on the ``(B, C_in, H*W)`` view instead of cuDNN was no
+    faster on an H100 at VMamba-T's shapes, and slower at 28x28 and below: docs/benchmarks.md.)
+
+    Args:
+        x (Tensor): ``(B, C_in, H, W)``.
+        weight (Tensor): ``(C_out, C_in)``.
+        bias (Tensor, optional): ``(C_out,)``.
+
+    Returns:
+        Tensor: ``(B, C_out, H, W)``.
+    """
+    return F.conv2d(x, weight[:, :, None, None], bias)
+
+
 class Linear2d(nn.Module):
     """A linear map over the channels of a ``(B, C, H, W)`` map, applied at every pixel.
 
@@ -37,7 +57,7 @@ class Linear2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(B, C_in, H, W)`` to ``(B, C_out, H, W)``."""
-        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+        return linear_2d(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f'{self.in_channels}, {self.out_channels}, bias={self.bias is not None}'

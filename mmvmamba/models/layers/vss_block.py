@@ -5,16 +5,42 @@ from typing import Union
 
 import torch
 import torch.utils.checkpoint as cp
-from mmcv.cnn.bricks import DropPath
 from torch import nn
 
+from mmvmamba import ops
+
 from .norm import LayerNorm2d
-from .pointwise import Linear2d
+from .pointwise import Linear2d, linear_2d
 from .ss2d import SS2D
 
 
+def drop_path_scale(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor | None:
+    """Per-sample scale of a stochastic-depth branch: ``(B,)`` of ``0`` or ``1 / (1 - rate)``.
+
+    Each sample's branch is kept with probability ``1 - rate`` and rescaled by ``1 / (1 - rate)``
+    (as mmcv's ``DropPath``); None when nothing is dropped (eval, or rate 0).
+
+    Args:
+        x (Tensor): ``(B, ...)``, the branch's input (for batch size and device).
+        rate (float): Drop probability.
+        training (bool): Whether the module is training.
+
+    Returns:
+        Tensor | None: ``(B,)`` fp32, or None.
+    """
+    if not training or rate == 0.0:
+        return None
+    keep = 1.0 - rate
+    return torch.empty(x.shape[0], device=x.device).bernoulli_(keep).div_(keep)
+
+
 class MLP(nn.Module):
-    """Channel MLP on a ``(B, C, H, W)`` map: 1x1 ``fc1`` (C -> hidden) -> GELU -> 1x1 ``fc2``.
+    """Channel MLP on a ``(B, C, H, W)`` map: 1x1 ``fc1`` (C -> hidden) -> GELU -> 1x1 ``fc2``,
+    added onto the residual stream.
+
+    The projections run without their biases: ``fc1``'s goes into the GELU
+    (:func:`mmvmamba.ops.bias_gelu`) and ``fc2``'s into the residual add
+    (:func:`mmvmamba.ops.residual_add`), so neither costs a pass of its own.
 
     Args:
         embed_dims (int): Width C.
@@ -24,12 +50,15 @@ class MLP(nn.Module):
     def __init__(self, embed_dims: int, hidden_dims: int) -> None:
         super().__init__()
         self.fc1 = Linear2d(embed_dims, hidden_dims)
-        self.act = nn.GELU()
         self.fc2 = Linear2d(hidden_dims, embed_dims)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` -> ``(B, C, H, W)``."""
-        return self.fc2(self.act(self.fc1(x)))
+    def forward(self, x: torch.Tensor, identity: torch.Tensor,
+                scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``identity + scale * mlp(x)`` for ``x``, ``identity`` ``(B, C, H, W)`` and an
+        optional per-sample ``scale (B,)``; returns ``(B, C, H, W)``."""
+        hidden = ops.bias_gelu(linear_2d(x, self.fc1.weight), self.fc1.bias)
+        return ops.residual_add(identity, linear_2d(hidden, self.fc2.weight), self.fc2.bias,
+                                scale)
 
 
 class VSSBlock(nn.Module):
@@ -78,14 +107,15 @@ class VSSBlock(nn.Module):
             conv_kernel=ssm_conv, conv_bias=ssm_conv_bias, scan_backend=scan_backend,
             core_backend=core_backend)
         # A Python float rate: a tensor rate would make torch.compile recompile per block.
-        rate = float(drop_path_rate)
-        self.drop_path = DropPath(rate) if rate > 0 else nn.Identity()
+        self.drop_path_rate = float(drop_path_rate)
         self.norm2 = LayerNorm2d(embed_dims)
         self.mlp = MLP(embed_dims, hidden_dims)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.op(self.norm(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        rate, training = self.drop_path_rate, self.training
+        x = ops.residual_add(x, self.op(self.norm(x)), None,
+                             drop_path_scale(x, rate, training))
+        return self.mlp(self.norm2(x), x, drop_path_scale(x, rate, training))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, C, H, W)``."""

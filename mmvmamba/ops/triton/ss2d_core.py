@@ -256,8 +256,9 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         w_rows, w_cols = _proj_weight_by_slot(x_proj_weight, torch.float32)
         half = w_rows.shape[0]
         grad_rows, grad_cols = grad_proj[:, :half], grad_proj[:, half:]
-        grad_x = torch.baddbmm(grad_x, w_rows.t().expand(batch, -1, -1), grad_rows)
-        grad_xt = torch.baddbmm(grad_xt, w_cols.t().expand(batch, -1, -1), grad_cols)
+        # In place: an out-of-place baddbmm first copies its input map into the result.
+        grad_x.baddbmm_(w_rows.t().expand(batch, -1, -1), grad_rows)
+        grad_xt.baddbmm_(w_cols.t().expand(batch, -1, -1), grad_cols)
         transpose_into(grad_xt, grad_x, height, width, accumulate=True)
         # (B, 2*(R+2), L) @ (B, L, D) per image in x's dtype (no fp32 copy of x), summed in fp32.
         grad_w_slots = torch.cat([
