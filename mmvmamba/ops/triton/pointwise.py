@@ -29,14 +29,29 @@ _INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 
 
 @triton.jit
+def _tile(ROWS, L, BR: tl.constexpr, BL: tl.constexpr):
+    """This program's rows ``(BR,)``, their mask, the tile's mask and element offsets
+    ``(BR, BL)``; grid ``(cdiv(L, BL), cdiv(ROWS, BR))``."""
+    rows = tl.program_id(1) * BR + tl.arange(0, BR)
+    cols = tl.program_id(0) * BL + tl.arange(0, BL)
+    rows_ok = rows < ROWS
+    mask = rows_ok[:, None] & (cols[None, :] < L)
+    return rows, rows_ok, mask, rows[:, None].to(tl.int64) * L + cols[None, :]
+
+
+@triton.jit
+def _store_row_sums(row_sum_ptr, rows, rows_ok, ROWS, values):
+    """``row_sum[tile, row] = sum of values over this tile's positions``."""
+    tl.store(row_sum_ptr + tl.program_id(0).to(tl.int64) * ROWS + rows, tl.sum(values, axis=1),
+             mask=rows_ok)
+
+
+@triton.jit
 def _bias_gelu_fwd_kernel(h_ptr, bias_ptr, out_ptr, ROWS, C, L,
                           BR: tl.constexpr, BL: tl.constexpr):
     """``out = gelu(h + bias[row % C])``; grid ``(cdiv(L, BL), cdiv(ROWS, BR))``."""
-    rows = tl.program_id(1) * BR + tl.arange(0, BR)
-    cols = tl.program_id(0) * BL + tl.arange(0, BL)
-    mask = (rows[:, None] < ROWS) & (cols[None, :] < L)
-    offs = rows[:, None].to(tl.int64) * L + cols[None, :]
-    bias = tl.load(bias_ptr + rows % C, mask=rows < ROWS, other=0.0)
+    rows, rows_ok, mask, offs = _tile(ROWS, L, BR, BL)
+    bias = tl.load(bias_ptr + rows % C, mask=rows_ok, other=0.0)
     u = tl.load(h_ptr + offs, mask=mask, other=0.0).to(tl.float32) + bias[:, None]
     out = 0.5 * u * (1.0 + tl.erf(u * _SQRT1_2))
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
@@ -47,11 +62,7 @@ def _bias_gelu_bwd_kernel(grad_ptr, h_ptr, bias_ptr, grad_h_ptr, row_sum_ptr, RO
                           BR: tl.constexpr, BL: tl.constexpr):
     """``grad_h = grad * gelu'(h + bias)``; its per-row sums over this tile's positions go to
     ``row_sum[tile, row]`` (the bias gradient once summed over tiles and images)."""
-    rows = tl.program_id(1) * BR + tl.arange(0, BR)
-    cols = tl.program_id(0) * BL + tl.arange(0, BL)
-    rows_ok = rows < ROWS
-    mask = rows_ok[:, None] & (cols[None, :] < L)
-    offs = rows[:, None].to(tl.int64) * L + cols[None, :]
+    rows, rows_ok, mask, offs = _tile(ROWS, L, BR, BL)
     bias = tl.load(bias_ptr + rows % C, mask=rows_ok, other=0.0)
     u = tl.load(h_ptr + offs, mask=mask, other=0.0).to(tl.float32) + bias[:, None]
     grad = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -59,8 +70,7 @@ def _bias_gelu_bwd_kernel(grad_ptr, h_ptr, bias_ptr, grad_h_ptr, row_sum_ptr, RO
     pdf = tl.exp(-0.5 * u * u) * _INV_SQRT_2PI
     grad_h = tl.where(mask, grad * (cdf + u * pdf), 0.0)
     tl.store(grad_h_ptr + offs, grad_h.to(grad_h_ptr.dtype.element_ty), mask=mask)
-    tl.store(row_sum_ptr + tl.program_id(0).to(tl.int64) * ROWS + rows, tl.sum(grad_h, axis=1),
-             mask=rows_ok)
+    _store_row_sums(row_sum_ptr, rows, rows_ok, ROWS, grad_h)
 
 
 @triton.jit
@@ -68,11 +78,7 @@ def _residual_add_fwd_kernel(x_ptr, h_ptr, bias_ptr, scale_ptr, out_ptr, ROWS, C
                              BR: tl.constexpr, BL: tl.constexpr, HAS_BIAS: tl.constexpr,
                              HAS_SCALE: tl.constexpr):
     """``out = x + (h + bias[row % C]) * scale[row // C]``."""
-    rows = tl.program_id(1) * BR + tl.arange(0, BR)
-    cols = tl.program_id(0) * BL + tl.arange(0, BL)
-    rows_ok = rows < ROWS
-    mask = rows_ok[:, None] & (cols[None, :] < L)
-    offs = rows[:, None].to(tl.int64) * L + cols[None, :]
+    rows, rows_ok, mask, offs = _tile(ROWS, L, BR, BL)
     branch = tl.load(h_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         branch += tl.load(bias_ptr + rows % C, mask=rows_ok, other=0.0)[:, None]
@@ -87,17 +93,12 @@ def _residual_add_bwd_kernel(grad_ptr, scale_ptr, grad_h_ptr, row_sum_ptr, ROWS,
                              BR: tl.constexpr, BL: tl.constexpr, HAS_SCALE: tl.constexpr):
     """``grad_h = grad * scale[row // C]`` (written only with a scale) and its per-row sums
     over this tile's positions in ``row_sum[tile, row]``."""
-    rows = tl.program_id(1) * BR + tl.arange(0, BR)
-    cols = tl.program_id(0) * BL + tl.arange(0, BL)
-    rows_ok = rows < ROWS
-    mask = rows_ok[:, None] & (cols[None, :] < L)
-    offs = rows[:, None].to(tl.int64) * L + cols[None, :]
+    rows, rows_ok, mask, offs = _tile(ROWS, L, BR, BL)
     grad_h = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_SCALE:
         grad_h *= tl.load(scale_ptr + rows // C, mask=rows_ok, other=0.0)[:, None]
         tl.store(grad_h_ptr + offs, grad_h.to(grad_h_ptr.dtype.element_ty), mask=mask)
-    tl.store(row_sum_ptr + tl.program_id(0).to(tl.int64) * ROWS + rows, tl.sum(grad_h, axis=1),
-             mask=rows_ok)
+    _store_row_sums(row_sum_ptr, rows, rows_ok, ROWS, grad_h)
 
 
 def _geometry(rows: int, length: int) -> tuple[int, int, tuple[int, int]]:
