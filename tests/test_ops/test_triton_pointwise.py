@@ -8,7 +8,8 @@ import os
 
 import pytest
 import torch
-from triton_interpreter import run_interpreted
+from triton_interpreter import check_errors, run_interpreted
+from triton_interpreter import relative_error as rel
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 TOLERANCE = {'fp32': 1e-5, 'fp16': 2e-3, 'bf16': 1e-2}
@@ -44,13 +45,6 @@ def relative_errors(case, bias_gelu, residual_add, device='cpu', seed=0):
     # Some samples dropped (0), the rest scaled up, as drop path makes them.
     scale = (torch.arange(batch) % 2 * 1.25).to(device) if with_scale else None
     grad = randn(batch, channels, height, width).to(device)
-
-    def rel(a, b):
-        if a is None or b is None:
-            return 0.0 if a is None and b is None else float('inf')
-        if not torch.isfinite(a).all():
-            return float('inf')
-        return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-6)).item()
 
     def run(fn, tensors, *extra):
         leaves = [t.clone().requires_grad_(True) for t in tensors]
@@ -89,9 +83,7 @@ def _interpreter_worker():
 
 
 def _check(errors, dtype_name):
-    assert errors.pop('gelu_dtype_ok') and errors.pop('add_dtype_ok')
-    bad = {k: v for k, v in errors.items() if not v <= TOLERANCE[dtype_name]}
-    assert not bad, f'relative errors above {TOLERANCE[dtype_name]}: {bad}'
+    check_errors(errors, TOLERANCE[dtype_name], flags=('gelu_dtype_ok', 'add_dtype_ok'))
 
 
 @pytest.fixture(scope='module')
@@ -101,7 +93,7 @@ def interpreted_results():
 
 @pytest.mark.parametrize('name', list(INTERPRETER_CASES))
 def test_pointwise_matches_reference_interpreted(interpreted_results, name):
-    _check(dict(interpreted_results[name]), INTERPRETER_CASES[name][4])
+    _check(interpreted_results[name], INTERPRETER_CASES[name][4])
 
 
 def test_pointwise_rejects_bad_shapes():

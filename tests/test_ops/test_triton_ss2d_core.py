@@ -11,7 +11,8 @@ import os
 
 import pytest
 import torch
-from triton_interpreter import run_interpreted
+from triton_interpreter import check_errors, run_interpreted
+from triton_interpreter import relative_error as rel
 
 GRAD_NAMES = ('x', 'x_proj_weight', 'dt_projs_weight', 'dt_projs_bias', 'A_logs', 'Ds',
               'out_norm_weight', 'out_norm_bias')
@@ -96,11 +97,6 @@ def relative_errors(case, fused_fn, device='cpu', seed=0):
     out = fused_fn(leaves[0], *leaves[1:])
     grads = torch.autograd.grad(out, leaves, grad.to(dtype))
 
-    def rel(a, b):
-        if not torch.isfinite(a).all():
-            return float('inf')
-        return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-6)).item()
-
     errors = {'out': rel(out, ref), 'out_dtype_ok': out.dtype == dtype,
               'out_shape_ok': tuple(out.shape) == (batch, inner, height, width)}
     for name, g, g_ref in zip(GRAD_NAMES, grads, ref_grads):
@@ -126,10 +122,8 @@ def _interpreter_worker():
 
 
 def _check(errors, dtype_name):
-    assert errors.pop('out_dtype_ok') and errors.pop('out_shape_ok')
-    errors.pop('config', None)
-    bad = {k: v for k, v in errors.items() if not v <= TOLERANCE[dtype_name]}
-    assert not bad, f'relative errors above {TOLERANCE[dtype_name]}: {bad}'
+    check_errors(errors, TOLERANCE[dtype_name], flags=('out_dtype_ok', 'out_shape_ok'),
+                 ignore=('config', ))
 
 
 @pytest.fixture(scope='module')
@@ -139,7 +133,7 @@ def interpreted_results():
 
 @pytest.mark.parametrize('name', list(INTERPRETER_CASES))
 def test_fused_core_matches_reference_interpreted(interpreted_results, name):
-    _check(dict(interpreted_results[name]), INTERPRETER_CASES[name][5])
+    _check(interpreted_results[name], INTERPRETER_CASES[name][5])
 
 
 def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
