@@ -14,33 +14,50 @@ from triton_interpreter import relative_error as rel
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 TOLERANCE = {'fp32': 1e-5, 'fp16': 2e-3, 'bf16': 1e-2}
 
-# name: (batch, C, H, W, affine, dtype)
+# name: (batch, C, H, W, affine, dtype, layout of x and of the output gradient)
+# layouts: 'nchw' contiguous, 'cl' channels-last, 'strided' neither (a sliced view).
 INTERPRETER_CASES = {
-    'odd_channels': (2, 5, 3, 7, True, 'fp32'),
-    'padded_channels_many_positions': (1, 130, 5, 9, True, 'fp32'),
-    'no_affine': (2, 6, 1, 1, False, 'fp32'),
-    'bf16': (2, 12, 4, 5, True, 'bf16'),
+    'odd_channels': (2, 5, 3, 7, True, 'fp32', 'nchw'),
+    'padded_channels_many_positions': (1, 130, 5, 9, True, 'fp32', 'nchw'),
+    'no_affine': (2, 6, 1, 1, False, 'fp32', 'nchw'),
+    'bf16': (2, 12, 4, 5, True, 'bf16', 'nchw'),
+    'channels_last_odd': (2, 5, 3, 7, True, 'fp32', 'cl'),
+    'channels_last_bf16_padded': (2, 40, 3, 5, True, 'bf16', 'cl'),
+    'strided_view': (2, 6, 4, 5, True, 'fp32', 'strided'),
 }
 GPU_CASES = {
-    'c96': (4, 96, 56, 56, True, 'fp32'),
-    'c768_odd': (3, 768, 7, 9, True, 'fp32'),
-    'c2048': (2, 2048, 7, 7, True, 'fp32'),
-    'c48_bf16': (2, 48, 111, 57, True, 'bf16'),
-    'c384_fp16': (2, 384, 14, 15, True, 'fp16'),
+    'c96': (4, 96, 56, 56, True, 'fp32', 'nchw'),
+    'c768_odd': (3, 768, 7, 9, True, 'fp32', 'nchw'),
+    'c2048': (2, 2048, 7, 7, True, 'fp32', 'nchw'),
+    'c48_bf16': (2, 48, 111, 57, True, 'bf16', 'nchw'),
+    'c384_fp16': (2, 384, 14, 15, True, 'fp16', 'nchw'),
+    'c96_channels_last_bf16': (4, 96, 56, 56, True, 'bf16', 'cl'),
+    'c768_channels_last_odd': (3, 768, 7, 9, True, 'fp32', 'cl'),
 }
+
+
+def in_layout(t, layout):
+    """``t (B, C, H, W)`` with the same values in ``layout``."""
+    if layout == 'cl':
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == 'strided':
+        wide = t.new_zeros(*t.shape[:3], 2 * t.shape[3])
+        wide[..., ::2] = t
+        return wide[..., ::2]
+    return t
 
 
 def relative_errors(case, norm_fn, device='cpu', seed=0):
     """Triton LN2d vs the fp32 reference: relative L2 error of output and gradients."""
     from mmvmamba.ops import reference
 
-    batch, channels, height, width, affine, dtype_name = case
+    batch, channels, height, width, affine, dtype_name, layout = case
     dtype = DTYPES[dtype_name]
     gen = torch.Generator().manual_seed(seed)
     x = (torch.randn(batch, channels, height, width, generator=gen) * 2 + 0.5).to(device, dtype)
     weight = (torch.randn(channels, generator=gen) * 0.3 + 1).to(device) if affine else None
     bias = (torch.randn(channels, generator=gen) * 0.3).to(device) if affine else None
-    grad = torch.randn(batch, channels, height, width, generator=gen).to(device)
+    grad = in_layout(torch.randn(batch, channels, height, width, generator=gen).to(device), layout)
 
     def run(fn, x_in):
         leaves = [x_in.requires_grad_(True)] + [
@@ -49,9 +66,12 @@ def relative_errors(case, norm_fn, device='cpu', seed=0):
         return out, torch.autograd.grad(out, leaves, grad.to(out.dtype))
 
     ref, ref_grads = run(reference.layer_norm_2d, x.float())
-    out, grads = run(norm_fn, x.clone())
+    out, grads = run(norm_fn, in_layout(x.clone(), layout))
 
-    errors = {'out': rel(out, ref), 'out_dtype_ok': out.dtype == dtype}
+    # The output keeps a contiguous or channels-last input's layout.
+    layout_ok = out.is_contiguous(
+        memory_format=torch.channels_last if layout == 'cl' else torch.contiguous_format)
+    errors = {'out': rel(out, ref), 'out_dtype_ok': out.dtype == dtype, 'layout_ok': layout_ok}
     for name, g, g_ref in zip(('x', 'weight', 'bias'), grads, ref_grads):
         errors[name] = rel(g, g_ref)
     return errors
@@ -67,7 +87,7 @@ def _interpreter_worker():
 
 
 def _check(errors, dtype_name):
-    check_errors(errors, TOLERANCE[dtype_name], flags=('out_dtype_ok', ))
+    check_errors(errors, TOLERANCE[dtype_name], flags=('out_dtype_ok', 'layout_ok'))
 
 
 @pytest.fixture(scope='module')
@@ -77,7 +97,7 @@ def interpreted_results():
 
 @pytest.mark.parametrize('name', list(INTERPRETER_CASES))
 def test_layer_norm_2d_matches_reference_interpreted(interpreted_results, name):
-    _check(interpreted_results[name], INTERPRETER_CASES[name][-1])
+    _check(interpreted_results[name], INTERPRETER_CASES[name][5])
 
 
 def test_layer_norm_2d_rejects_non_4d():
@@ -92,7 +112,7 @@ def test_layer_norm_2d_rejects_non_4d():
 def test_layer_norm_2d_matches_reference_gpu(name):
     from mmvmamba.ops.triton.layer_norm_2d import layer_norm_2d
 
-    _check(relative_errors(GPU_CASES[name], layer_norm_2d, device='cuda'), GPU_CASES[name][-1])
+    _check(relative_errors(GPU_CASES[name], layer_norm_2d, device='cuda'), GPU_CASES[name][5])
 
 
 @pytest.mark.gpu

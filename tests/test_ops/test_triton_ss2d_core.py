@@ -41,6 +41,9 @@ INTERPRETER_CASES = {
     'bf16_input': (2, 5, 3, 4, 2, 'bf16', 'fma'),
     'dot_two_channel_blocks_segments': (1, 18, 5, 7, 3, 'fp32', 'dot'),
     'dot_bf16_input': (2, 5, 3, 4, 2, 'bf16', 'dot'),
+    # x and the output gradient channels-last, as the backbone hands them over.
+    'channels_last_segments': (2, 5, 3, 4, 2, 'fp32', 'fma'),
+    'channels_last_bf16_paired': (2, 6, 7, 5, 3, 'bf16', 'fma_one_segment'),
 }
 GPU_CASES = {
     'stage1_like': (2, 96, 56, 56, 6, 'fp32'),
@@ -53,6 +56,8 @@ GPU_CASES = {
     'detection_bf16': (1, 96, 200, 320, 6, 'bf16'),
     # One segment of three chunks: directions k and k+2 paired in one program on the GPU.
     'paired_three_chunks_bf16': (8, 96, 24, 24, 6, 'bf16'),
+    'channels_last_stage1_bf16': (2, 96, 56, 56, 6, 'bf16'),
+    'channels_last_odd': (3, 37, 13, 29, 3, 'fp32'),
 }
 
 
@@ -75,8 +80,11 @@ def make_core_inputs(batch, inner, height, width, rank, seed=0, device='cpu'):
     return x, params
 
 
-def relative_errors(case, fused_fn, device='cpu', seed=0):
-    """Run the fused core and the fp32 reference on one case; relative L2 error per tensor."""
+def relative_errors(case, fused_fn, device='cpu', seed=0, channels_last=False):
+    """Run the fused core and the fp32 reference on one case; relative L2 error per tensor.
+
+    ``channels_last``: hand the fused core ``x`` and the output gradient channels-last; its
+    output and input gradient must then be channels-last too (flag ``layout_ok``)."""
     from mmvmamba.ops import reference
 
     batch, inner, height, width, rank, dtype_name = case
@@ -92,13 +100,16 @@ def relative_errors(case, fused_fn, device='cpu', seed=0):
         grad = grad.to(device)
         ref_grads = torch.autograd.grad(ref, ref_leaves, grad)
 
-    leaves = [x.clone().requires_grad_(True)] + [
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    leaves = [x.contiguous(memory_format=fmt).requires_grad_(True)] + [
         p.clone().requires_grad_(True) for p in params.values()]
     out = fused_fn(leaves[0], *leaves[1:])
-    grads = torch.autograd.grad(out, leaves, grad.to(dtype))
+    grads = torch.autograd.grad(out, leaves, grad.to(dtype).contiguous(memory_format=fmt))
 
     errors = {'out': rel(out, ref), 'out_dtype_ok': out.dtype == dtype,
-              'out_shape_ok': tuple(out.shape) == (batch, inner, height, width)}
+              'out_shape_ok': tuple(out.shape) == (batch, inner, height, width),
+              'layout_ok': out.is_contiguous(memory_format=fmt)
+              and grads[0].is_contiguous(memory_format=fmt)}
     for name, g, g_ref in zip(GRAD_NAMES, grads, ref_grads):
         errors[name] = rel(g, g_ref)
     return errors
@@ -114,7 +125,8 @@ def _interpreter_worker():
     for i, (name, case) in enumerate(INTERPRETER_CASES.items()):
         SCAN_TUNING.clear()
         SCAN_TUNING.update(defaults, **TUNINGS[case[-1]])
-        results[name] = relative_errors(case[:-1], ss2d_core_fused, seed=i)
+        results[name] = relative_errors(case[:-1], ss2d_core_fused, seed=i,
+                                        channels_last=name.startswith('channels_last'))
         length = case[2] * case[3]
         config = scan_config(case[0], case[1], length)
         results[name]['config'] = dict(config._asdict(), paired=_paired(config, length))
@@ -122,7 +134,7 @@ def _interpreter_worker():
 
 
 def _check(errors, dtype_name):
-    check_errors(errors, TOLERANCE[dtype_name], flags=('out_dtype_ok', 'out_shape_ok'),
+    check_errors(errors, TOLERANCE[dtype_name], flags=('out_dtype_ok', 'out_shape_ok', 'layout_ok'),
                  ignore=('config', ))
 
 
@@ -200,7 +212,8 @@ def gpu_tuning(request):
 def test_fused_core_matches_reference_gpu(name, gpu_tuning):
     from mmvmamba.ops.triton.ss2d_core import ss2d_core_fused
 
-    _check(relative_errors(GPU_CASES[name], ss2d_core_fused, device='cuda'), GPU_CASES[name][-1])
+    _check(relative_errors(GPU_CASES[name], ss2d_core_fused, device='cuda',
+                           channels_last=name.startswith('channels_last')), GPU_CASES[name][-1])
 
 
 @pytest.mark.gpu

@@ -1,4 +1,5 @@
-"""The Triton batched transpose (copy and transposed add) against ``Tensor.transpose``.
+"""The Triton layout copies against torch: the batched transpose (copy and transposed add), and
+the channels-last <-> channel-major copies of the fused core.
 
 CPU: under Triton's interpreter in a subprocess (see test_triton_ss2d_core.py for why).
 GPU (``-m gpu``): a VMamba-sized map and a tall odd one.
@@ -20,6 +21,17 @@ CASES = {
 GPU_CASES = {
     'stage1': (64, 56, 56, torch.bfloat16, torch.bfloat16),
     'tall_odd': (3, 321, 199, torch.float32, torch.float32),
+}
+# name: (batch, D, H, W, dtype) for the channels-last <-> channel-major copies
+LAYOUT_CASES = {
+    'odd_bf16': (2, 5, 3, 7, torch.bfloat16),
+    'multi_tile_fp32': (1, 40, 9, 35, torch.float32),
+    'one_row': (3, 6, 1, 5, torch.float32),
+    'one_column': (2, 6, 5, 1, torch.float16),
+}
+GPU_LAYOUT_CASES = {
+    'stage1': (8, 96, 56, 56, torch.bfloat16),
+    'detection_odd': (2, 96, 201, 319, torch.float32),
 }
 # The add rounds once to the destination dtype: one ulp of |values| < 8 in half dtypes.
 ADD_TOLERANCE = {torch.float32: 1e-6, torch.float16: 2**-8, torch.bfloat16: 2**-5}
@@ -43,11 +55,41 @@ def max_errors(cases, device='cpu'):
     return errors
 
 
+def layout_errors(cases, device='cpu'):
+    """Per case and layout of ``x`` (channels-last, contiguous): max abs differences of
+    ``channel_major``, ``channel_major_transposed`` and ``channels_last_into`` from torch, and
+    whether each result has the layout it promises."""
+    from mmvmamba.ops.triton.transpose import (
+        channel_major,
+        channel_major_transposed,
+        channels_last_into,
+    )
+
+    gen = torch.Generator().manual_seed(1)
+    errors = {}
+    for name, (batch, channels, height, width, dtype) in cases.items():
+        x = torch.randn(batch, channels, height, width, generator=gen).to(device, dtype)
+        src = torch.randn(batch, channels, height * width, generator=gen).to(device)
+        for layout in ('channels_last', 'contiguous'):
+            fmt = getattr(torch, f'{layout}_format' if layout == 'contiguous' else layout)
+            x_in = x.contiguous(memory_format=fmt)
+            rows, cols = channel_major(x_in), channel_major_transposed(x_in)
+            dst = channels_last_into(src, torch.full_like(x_in, float('nan')))
+            errors[f'{name}_{layout}'] = [
+                (rows - x.flatten(2)).abs().max().item(),
+                (cols - x.transpose(2, 3).flatten(2)).abs().max().item(),
+                (dst.float() - src.view_as(x).to(dtype).float()).abs().max().item(),
+                rows.is_contiguous() and cols.is_contiguous()
+                and dst.is_contiguous(memory_format=fmt)]
+    return errors
+
+
 def _interpreter_worker():
     import json
 
     assert os.environ.get('TRITON_INTERPRET') == '1'
-    print('RESULTS ' + json.dumps(max_errors(CASES)))  # noqa: T201 (read by the parent test)
+    results = dict(transpose=max_errors(CASES), layouts=layout_errors(LAYOUT_CASES))
+    print('RESULTS ' + json.dumps(results))  # noqa: T201 (read by the parent test)
 
 
 @pytest.fixture(scope='module')
@@ -57,9 +99,19 @@ def interpreted_results():
 
 @pytest.mark.parametrize('name', list(CASES))
 def test_transpose_matches_torch_interpreted(interpreted_results, name):
-    copy_error, add_error = interpreted_results[name]
+    copy_error, add_error = interpreted_results['transpose'][name]
     assert copy_error == 0.0
     assert add_error <= ADD_TOLERANCE[CASES[name][4]]
+
+
+@pytest.mark.parametrize('name', list(LAYOUT_CASES))
+@pytest.mark.parametrize('layout', ['channels_last', 'contiguous'])
+def test_layout_copies_match_torch_interpreted(interpreted_results, name, layout):
+    rows_error, cols_error, into_error, layouts_ok = interpreted_results['layouts'][
+        f'{name}_{layout}']
+    assert rows_error == 0.0 and cols_error == 0.0
+    assert into_error <= ADD_TOLERANCE[LAYOUT_CASES[name][4]]  # one rounding to dst's dtype
+    assert layouts_ok
 
 
 def test_transpose_rejects_mismatched_sizes():
@@ -75,6 +127,16 @@ def test_transpose_matches_torch_gpu(name):
     copy_error, add_error = max_errors({name: GPU_CASES[name]}, device='cuda')[name]
     assert copy_error == 0.0
     assert add_error <= ADD_TOLERANCE[GPU_CASES[name][4]]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('name', list(GPU_LAYOUT_CASES))
+def test_layout_copies_match_torch_gpu(name):
+    errors = layout_errors({name: GPU_LAYOUT_CASES[name]}, device='cuda')
+    for layout in ('channels_last', 'contiguous'):
+        rows_error, cols_error, into_error, layouts_ok = errors[f'{name}_{layout}']
+        assert rows_error == 0.0 and cols_error == 0.0 and layouts_ok
+        assert into_error <= ADD_TOLERANCE[GPU_LAYOUT_CASES[name][4]]
 
 
 if __name__ == '__main__':

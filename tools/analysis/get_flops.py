@@ -14,6 +14,9 @@ zero), on the model's ``tensor`` mode with a single random input ``(1, 3, H, W)`
 - mmseg: backbone and decode head, no auxiliary head;
 - mmpretrain: backbone, neck and head.
 
+``Linear2d`` layers (1x1 maps over the channels) run as GEMMs and are counted in the ``conv``
+bucket, as the paper's channel-first model runs them as 1x1 convolutions.
+
 Each selective scan is one traced node (the compiled op ``mmvmamba::selective_scan_fwd``; the
 count switches the backbone to ``scan_backend='compiled'``, ``core_backend='reference'``) and
 counts ``9 * B * L * Dk * N + B * L * Dk`` (A. Gu's count; the last term is the D skip), with
@@ -78,6 +81,23 @@ def _data_samples(scope: str, height: int, width: int):
     return None
 
 
+def _count_linear_2d_as_conv(model: torch.nn.Module, by_module: dict, by_operator: dict) -> None:
+    """Move the FLOPs of every ``Linear2d`` from the ``linear`` bucket to ``conv``.
+
+    ``Linear2d`` runs as a GEMM (``aten::linear``) but the paper's channel-first model runs it as
+    a 1x1 convolution and counts it so; the FLOPs are the same, only the bucket differs.
+    """
+    from mmvmamba.models.layers import Linear2d
+
+    moved = sum(by_module.get(name, {}).get('linear', 0)
+                for name, module in model.named_modules() if isinstance(module, Linear2d))
+    if moved:
+        by_operator['linear'] -= moved
+        by_operator['conv'] = by_operator.get('conv', 0) + moved
+        if by_operator['linear'] == 0:
+            del by_operator['linear']
+
+
 def count(cfg: Config, height: int, width: int, scan_backend: str = 'compiled',
           core_backend: str = 'reference') -> dict:
     """Parameters and FLOPs of ``cfg.model`` on a ``(1, 3, height, width)`` random input.
@@ -112,7 +132,9 @@ def count(cfg: Config, height: int, width: int, scan_backend: str = 'compiled',
         analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         flops = analyzer.total()
         by_operator = dict(analyzer.by_operator())
+        by_module = analyzer.by_module_and_operator()
         unsupported = dict(analyzer.unsupported_ops())
+    _count_linear_2d_as_conv(model, by_module, by_operator)
     scan_name = SCAN_OP.split('::', 1)[1]
     if by_operator.get(scan_name, 0) == 0 and 'VMamba' in str(model_cfg.backbone.get('type')):
         raise RuntimeError(f'no {SCAN_OP} node was traced: the scan was not counted (is the '

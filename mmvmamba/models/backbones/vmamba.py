@@ -126,7 +126,8 @@ class VMamba(BaseModule):
     A PyTorch implementation of `VMamba: Visual State Space Model
     <https://arxiv.org/abs/2401.10166>`_ (NeurIPS 2024), the published "v2" models (SS2D without
     z-gate, d_state 1, LayerNorm, conv stem and downsamples). Channel-first ``(B, C, H, W)``
-    throughout; any input size (strides 4, 8, 16, 32, rounding up).
+    shapes throughout, kept channels-last in memory (the returned features are contiguous
+    NCHW); any input size (strides 4, 8, 16, 32, rounding up).
 
     The parameter names are those of the reference ``Backbone_VSSM``, so its checkpoints load
     1:1. Released checkpoints (ImageNet ``model``/``model_ema``, mmdet/mmseg ``state_dict`` with
@@ -279,7 +280,9 @@ class VMamba(BaseModule):
             tuple[Tensor]: For each index i in ``out_indices``, ``(B, dims[i], H_i, W_i)`` with
             ``H_i = ceil(H / 2**(i + 2))`` (likewise W_i), after ``outnorm{i}``, contiguous.
         """
-        x = self.patch_embed(x)
+        # Channels-last memory from here on: the 1x1 projections are GEMMs on the (B, H, W, C)
+        # view (no layout copies), and the depthwise and strided convs run cuDNN's NHWC kernels.
+        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
         outs = []
         last = self.out_indices[-1]
         for i, stage in enumerate(self.layers[:last + 1]):

@@ -1,4 +1,4 @@
-"""Position-wise linear layer on channel-first maps (a 1x1 convolution with a 2-D weight)."""
+"""Position-wise linear layer on ``(B, C, H, W)`` maps (a GEMM over the channels)."""
 from __future__ import annotations
 
 import torch
@@ -9,12 +9,14 @@ from torch import nn
 
 def linear_2d(x: torch.Tensor, weight: torch.Tensor,
               bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``weight @ x`` at every pixel of ``x (B, C_in, H, W)``, as a 1x1 convolution.
+    """``weight @ x + bias`` at every pixel of ``x (B, C_in, H, W)``.
 
-    PyTorch adds a convolution's bias in a pass of its own; callers that can fold it into the
-    pointwise op that follows (:func:`mmvmamba.ops.bias_gelu`, :func:`mmvmamba.ops.residual_add`)
-    pass ``bias=None``. (A batched GEMM on the ``(B, C_in, H*W)`` view instead of cuDNN was no
-    faster on an H100 at VMamba-T's shapes, and slower at 28x28 and below: docs/benchmarks.md.)
+    Runs as one GEMM (``F.linear``) on the ``(B, H, W, C_in)`` view, with the bias added in the
+    GEMM's epilogue. The backbone keeps its maps channels-last, where that view is contiguous:
+    no copy in or out, and the result is channels-last again. (As a 1x1 convolution cuDNN
+    transposed each NCHW map to NHWC and back around every projection, and added the bias in a
+    pass of its own: docs/benchmarks.md, session 8.) A contiguous ``x`` works too, at the cost
+    of one copy.
 
     Args:
         x (Tensor): ``(B, C_in, H, W)``.
@@ -22,17 +24,17 @@ def linear_2d(x: torch.Tensor, weight: torch.Tensor,
         bias (Tensor, optional): ``(C_out,)``.
 
     Returns:
-        Tensor: ``(B, C_out, H, W)``.
+        Tensor: ``(B, C_out, H, W)``, channels-last.
     """
-    return F.conv2d(x, weight[:, :, None, None], bias)
+    return F.linear(x.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
 
 
 class Linear2d(nn.Module):
     """A linear map over the channels of a ``(B, C, H, W)`` map, applied at every pixel.
 
     The weight keeps the 2-D ``(out_channels, in_channels)`` shape of an ``nn.Linear`` (the
-    reference's state-dict layout) and is applied as a 1x1 convolution, so FLOP counters bucket it
-    as a convolution, as the paper counts it.
+    reference's state-dict layout); see :func:`linear_2d` for how it runs. The paper counts it as
+    a 1x1 convolution, and so does ``tools/analysis/get_flops.py``.
 
     Initialisation follows the spec for linear-type weights: truncated normal with std 0.02,
     bias 0.

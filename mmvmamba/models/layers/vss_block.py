@@ -7,10 +7,8 @@ import torch
 import torch.utils.checkpoint as cp
 from torch import nn
 
-from mmvmamba import ops
-
 from .norm import LayerNorm2d
-from .pointwise import Linear2d, linear_2d
+from .pointwise import Linear2d
 from .ss2d import SS2D
 
 
@@ -34,13 +32,18 @@ def drop_path_scale(x: torch.Tensor, rate: float, training: bool) -> torch.Tenso
     return torch.empty(x.shape[0], device=x.device).bernoulli_(keep).div_(keep)
 
 
-class MLP(nn.Module):
-    """Channel MLP on a ``(B, C, H, W)`` map: 1x1 ``fc1`` (C -> hidden) -> GELU -> 1x1 ``fc2``,
-    added onto the residual stream.
+def add_branch(x: torch.Tensor, branch: torch.Tensor,
+               scale: torch.Tensor | None) -> torch.Tensor:
+    """``x + scale[b] * branch``: a residual branch, with its per-sample drop-path scale
+    (``(B,)`` or None, see :func:`drop_path_scale`), added onto the stream; one pass."""
+    if scale is None:
+        return x + branch
+    return torch.addcmul(x, branch, scale.to(branch.dtype)[:, None, None, None])
 
-    The projections run without their biases: ``fc1``'s goes into the GELU
-    (:func:`mmvmamba.ops.bias_gelu`) and ``fc2``'s into the residual add
-    (:func:`mmvmamba.ops.residual_add`), so neither costs a pass of its own.
+
+class MLP(nn.Module):
+    """Channel MLP on a ``(B, C, H, W)`` map: ``fc1`` (C -> hidden) -> GELU -> ``fc2``, added
+    onto the residual stream.
 
     Args:
         embed_dims (int): Width C.
@@ -50,15 +53,14 @@ class MLP(nn.Module):
     def __init__(self, embed_dims: int, hidden_dims: int) -> None:
         super().__init__()
         self.fc1 = Linear2d(embed_dims, hidden_dims)
+        self.act = nn.GELU()
         self.fc2 = Linear2d(hidden_dims, embed_dims)
 
     def forward(self, x: torch.Tensor, identity: torch.Tensor,
                 scale: torch.Tensor | None = None) -> torch.Tensor:
         """``identity + scale * mlp(x)`` for ``x``, ``identity`` ``(B, C, H, W)`` and an
         optional per-sample ``scale (B,)``; returns ``(B, C, H, W)``."""
-        hidden = ops.bias_gelu(linear_2d(x, self.fc1.weight), self.fc1.bias)
-        return ops.residual_add(identity, linear_2d(hidden, self.fc2.weight), self.fc2.bias,
-                                scale)
+        return add_branch(identity, self.fc2(self.act(self.fc1(x))), scale)
 
 
 class VSSBlock(nn.Module):
@@ -113,8 +115,7 @@ class VSSBlock(nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         rate, training = self.drop_path_rate, self.training
-        x = ops.residual_add(x, self.op(self.norm(x)), None,
-                             drop_path_scale(x, rate, training))
+        x = add_branch(x, self.op(self.norm(x)), drop_path_scale(x, rate, training))
         return self.mlp(self.norm2(x), x, drop_path_scale(x, rate, training))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

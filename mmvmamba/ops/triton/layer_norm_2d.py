@@ -1,9 +1,9 @@
 """Channel-first LayerNorm through Triton, as a torch custom op with autograd.
 
 ``layer_norm_2d(x, weight, bias, eps)`` normalises a ``(B, C, H, W)`` map over ``C`` in place of
-the reference's permute + ``F.layer_norm`` + permute; the output keeps ``x``'s dtype and
-row-major ``(B, C, H, W)`` layout. The launchers are shared with the fused SS2D core, whose
-output norm runs on its fp32 merged map.
+the reference's permute + ``F.layer_norm`` + permute; the output keeps ``x``'s dtype and its
+layout (contiguous or channels-last; any other layout is made contiguous first). The
+launchers are shared with the fused SS2D core, whose output norm runs on its fp32 merged map.
 """
 from __future__ import annotations
 
@@ -26,21 +26,21 @@ def _blocks(channels: int, length: int) -> tuple[int, int]:
 
 
 def ln2d_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
-                 out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+                 out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Launch the forward kernel.
 
     Args:
-        x (Tensor): ``(B, C, L)`` contiguous, any float dtype.
+        x (Tensor): ``(B, C, L)``, any float dtype, contiguous or channels-last (strides
+            ``(L*C, 1, C)``).
         weight (Tensor, optional): ``(C,)``.
         bias (Tensor, optional): ``(C,)``.
         eps (float): Variance epsilon.
-        out_dtype (torch.dtype): Dtype of the output.
+        out (Tensor): ``(B, C, L)`` to write, in either layout and any float dtype.
 
     Returns:
-        tuple: ``out (B, C, L)`` in ``out_dtype``, ``mean (B, L)`` and ``rstd (B, L)`` fp32.
+        tuple: ``out``, ``mean (B, L)`` and ``rstd (B, L)`` fp32.
     """
     batch, channels, length = x.shape
-    out = torch.empty_like(x, dtype=out_dtype)
     mean = torch.empty(batch, length, device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
     block_c, block_p = _blocks(channels, length)
@@ -49,7 +49,7 @@ def ln2d_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: flo
     grid = (triton.cdiv(length, block_p), batch)
     with device_guard(x):
         layer_norm_2d_fwd_kernel[grid](
-            x, w, b, out, mean, rstd, channels, length, eps,
+            x, w, b, out, mean, rstd, channels, length, eps, *x.stride(), *out.stride(),
             BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
             num_warps=4)
     return out, mean, rstd
@@ -60,52 +60,64 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, mean: Tens
     """Launch the backward kernel.
 
     Args:
-        grad_out (Tensor): ``(B, C, L)`` contiguous.
-        x (Tensor): ``(B, C, L)`` the forward's input.
+        grad_out (Tensor): ``(B, C, L)``, contiguous or channels-last.
+        x (Tensor): ``(B, C, L)`` the forward's input, contiguous or channels-last.
         weight (Tensor, optional): ``(C,)``.
         mean (Tensor): ``(B, L)`` fp32 from the forward.
         rstd (Tensor): ``(B, L)`` fp32 from the forward.
         grad_dtype (torch.dtype): Dtype of the input gradient.
 
     Returns:
-        tuple: ``grad_x (B, C, L)``, ``grad_weight (C,)`` and ``grad_bias (C,)`` fp32.
+        tuple: ``grad_x (B, C, L)`` with ``x``'s strides, ``grad_weight (C,)`` and
+        ``grad_bias (C,)`` fp32.
     """
     batch, channels, length = x.shape
     block_c, block_p = _blocks(channels, length)
     grid = (triton.cdiv(length, block_p), batch)
-    grad_x = torch.empty_like(x, dtype=grad_dtype)
+    grad_x = torch.empty_like(x, dtype=grad_dtype)  # x is dense: its strides are kept
     partial = torch.empty(batch * grid[0], 2, channels, device=x.device, dtype=torch.float32)
     w = weight.float().contiguous() if weight is not None else x
     with device_guard(x):
         layer_norm_2d_bwd_kernel[grid](
-            grad_out, x, w, mean, rstd, grad_x, partial, channels, length,
-            BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None, num_warps=4)
+            grad_out, x, w, mean, rstd, grad_x, partial, channels, length, *grad_out.stride(),
+            *x.stride(), BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None, num_warps=4)
     return grad_x, partial[:, 0].sum(0), partial[:, 1].sum(0)
+
+
+def dense_2d(x: Tensor) -> Tensor:
+    """``x (B, C, H, W)`` itself if contiguous or channels-last, else a contiguous copy."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
+
+
+def flat(x: Tensor) -> Tensor:
+    """The ``(B, C, H*W)`` view of a contiguous or channels-last ``(B, C, H, W)`` map."""
+    return x.view(x.shape[0], x.shape[1], -1)
 
 
 @torch.library.custom_op('mmvmamba_triton::layer_norm_2d_fwd', mutates_args=())
 def _ln2d_fwd_op(x: Tensor, weight: Tensor | None, bias: Tensor | None,
                  eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    batch, channels, height, width = x.shape
-    out, mean, rstd = ln2d_forward(x.contiguous().view(batch, channels, height * width), weight,
-                                   bias, eps, x.dtype)
-    return out.view(batch, channels, height, width), mean, rstd
+    x = dense_2d(x)
+    out = torch.empty_like(x)
+    _, mean, rstd = ln2d_forward(flat(x), weight, bias, eps, flat(out))
+    return out, mean, rstd
 
 
 @_ln2d_fwd_op.register_fake
 def _(x, weight, bias, eps):
     batch, _, height, width = x.shape
     stats = x.new_empty(batch, height * width, dtype=torch.float32)
-    return torch.empty_like(x, memory_format=torch.contiguous_format), stats, stats.clone()
+    return torch.empty_like(dense_2d(x)), stats, stats.clone()
 
 
 @torch.library.custom_op('mmvmamba_triton::layer_norm_2d_bwd', mutates_args=())
 def _ln2d_bwd_op(grad_out: Tensor, x: Tensor, weight: Tensor | None, mean: Tensor,
                  rstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    batch, channels, height, width = x.shape
-    flat = (batch, channels, height * width)
-    grad_x, grad_w, grad_b = ln2d_backward(grad_out.contiguous().view(flat),
-                                           x.contiguous().view(flat), weight, mean, rstd, x.dtype)
+    x = dense_2d(x)
+    grad_x, grad_w, grad_b = ln2d_backward(flat(dense_2d(grad_out)), flat(x), weight, mean,
+                                           rstd, x.dtype)
     return grad_x.view(x.shape), grad_w, grad_b
 
 
@@ -113,7 +125,7 @@ def _ln2d_bwd_op(grad_out: Tensor, x: Tensor, weight: Tensor | None, mean: Tenso
 def _(grad_out, x, weight, mean, rstd):
     channels = x.shape[1]
     grad_w = x.new_empty(channels, dtype=torch.float32)
-    return (torch.empty_like(x, memory_format=torch.contiguous_format), grad_w, grad_w.clone())
+    return torch.empty_like(dense_2d(x)), grad_w, grad_w.clone()
 
 
 def _ln2d_setup(ctx, inputs, output):
@@ -142,7 +154,7 @@ def layer_norm_2d(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     """Channel-first LayerNorm over ``C`` of a ``(B, C, H, W)`` map (Triton).
 
     Statistics in fp32; the output has ``x``'s dtype (under autocast too, where the reference
-    ``F.layer_norm`` would return fp32) and a contiguous ``(B, C, H, W)`` layout.
+    ``F.layer_norm`` would return fp32) and ``x``'s layout, contiguous or channels-last.
 
     Args:
         x (Tensor): ``(B, C, H, W)``.

@@ -4,8 +4,10 @@ One program owns ``BP`` consecutive positions of one image and all ``C`` channel
 power of two ``BC``): loads run along the contiguous position axis, statistics are reduced over
 the channel axis in registers, in fp32 whatever the input dtype.
 
-Layouts (all contiguous): x and out ``(B, C, L)``; weight, bias ``(C,)`` fp32; mean, rstd
-``(B, L)`` fp32.
+Layouts: x, out and the gradients are ``(B, C, L)`` maps given by their element strides
+(batch, channel, position): contiguous (``(C*L, L, 1)``) or channels-last (``(L*C, 1, C)``); a
+stride of 1 is specialised by Triton, so the loads run along whichever axis is contiguous.
+weight, bias ``(C,)`` fp32; mean, rstd ``(B, L)`` fp32, contiguous.
 """
 import triton
 import triton.language as tl
@@ -14,8 +16,15 @@ __all__ = ['layer_norm_2d_fwd_kernel', 'layer_norm_2d_bwd_kernel']
 
 
 @triton.jit
+def _offsets(b, chans, pos, stride_b, stride_c, stride_l):
+    """Element offsets of the ``(channels, positions)`` tile of image ``b``."""
+    return (b * stride_b + chans[:, None].to(tl.int64) * stride_c
+            + pos[None, :].to(tl.int64) * stride_l)
+
+
+@triton.jit
 def layer_norm_2d_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, mean_ptr, rstd_ptr,
-                             C, L, eps,
+                             C, L, eps, x_sb, x_sc, x_sl, o_sb, o_sc, o_sl,
                              BC: tl.constexpr, BP: tl.constexpr,
                              HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
     """``out = (x - mean) * rstd * weight + bias`` over the channel axis; saves mean and rstd."""
@@ -26,9 +35,8 @@ def layer_norm_2d_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, mean_ptr, rstd_ptr,
     chan_ok = chans < C
     pos_ok = pos < L
     tile_ok = chan_ok[:, None] & pos_ok[None, :]
-    offs = b * C * L + chans[:, None].to(tl.int64) * L + pos[None, :]
-
-    x = tl.load(x_ptr + offs, mask=tile_ok, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + _offsets(b, chans, pos, x_sb, x_sc, x_sl), mask=tile_ok,
+                other=0.0).to(tl.float32)
     mean = tl.sum(x, axis=0) / C
     centred = tl.where(tile_ok, x - mean[None, :], 0.0)
     var = tl.sum(centred * centred, axis=0) / C
@@ -38,19 +46,21 @@ def layer_norm_2d_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, mean_ptr, rstd_ptr,
         out = out * tl.load(w_ptr + chans, mask=chan_ok, other=0.0)[:, None]
     if HAS_BIAS:
         out = out + tl.load(b_ptr + chans, mask=chan_ok, other=0.0)[:, None]
-    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=tile_ok)
+    tl.store(out_ptr + _offsets(b, chans, pos, o_sb, o_sc, o_sl),
+             out.to(out_ptr.dtype.element_ty), mask=tile_ok)
     tl.store(mean_ptr + b * L + pos, mean, mask=pos_ok)
     tl.store(rstd_ptr + b * L + pos, rstd, mask=pos_ok)
 
 
 @triton.jit
 def layer_norm_2d_bwd_kernel(gout_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, gx_ptr, gwb_ptr,
-                             C, L,
+                             C, L, g_sb, g_sc, g_sl, x_sb, x_sc, x_sl,
                              BC: tl.constexpr, BP: tl.constexpr, HAS_WEIGHT: tl.constexpr):
     """Input gradient, plus this program's partial weight/bias gradients.
 
-    ``gwb`` is ``(B * cdiv(L, BP), 2, C)`` fp32: per program, rows ``sum(gout * xhat)`` and
-    ``sum(gout)`` over its positions; the caller sums over the first axis.
+    ``gx`` has ``x``'s strides. ``gwb`` is ``(B * cdiv(L, BP), 2, C)`` fp32: per program,
+    rows ``sum(gout * xhat)`` and ``sum(gout)`` over its positions; the caller sums over the
+    first axis.
     """
     pid_p = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -59,10 +69,10 @@ def layer_norm_2d_bwd_kernel(gout_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, gx_ptr,
     chan_ok = chans < C
     pos_ok = pos < L
     tile_ok = chan_ok[:, None] & pos_ok[None, :]
-    offs = b * C * L + chans[:, None].to(tl.int64) * L + pos[None, :]
-
+    offs = _offsets(b, chans, pos, x_sb, x_sc, x_sl)
     x = tl.load(x_ptr + offs, mask=tile_ok, other=0.0).to(tl.float32)
-    gout = tl.load(gout_ptr + offs, mask=tile_ok, other=0.0).to(tl.float32)
+    gout = tl.load(gout_ptr + _offsets(b, chans, pos, g_sb, g_sc, g_sl), mask=tile_ok,
+                   other=0.0).to(tl.float32)
     mean = tl.load(mean_ptr + b * L + pos, mask=pos_ok, other=0.0)
     rstd = tl.load(rstd_ptr + b * L + pos, mask=pos_ok, other=0.0)
     xhat = tl.where(tile_ok, (x - mean[None, :]) * rstd[None, :], 0.0)

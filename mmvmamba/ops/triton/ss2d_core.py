@@ -1,9 +1,11 @@
 """The fused SS2D core (N = 1) as torch custom ops: forward, backward and autograd.
 
-Forward, for ``x (B, D, H, W)`` after the depthwise conv and SiLU:
+Forward, for ``x (B, D, H, W)`` after the depthwise conv and SiLU, contiguous or channels-last
+(as the backbone hands it over):
 
-1. ``xt``: the map transposed to column-major order (a tiled Triton copy), so that the
-   column-major scan directions read and write contiguously.
+1. ``xf`` and ``xt``: the map as contiguous ``(B, D, L)`` in row-major and in column-major
+   position order (tiled Triton copies; ``xf`` is ``x`` itself when ``x`` is contiguous), so
+   that every scan direction reads and writes contiguously.
 2. ``proj``: the x projection, position-wise, so no cross-scan copy is needed before it: one
    GEMM on ``x`` for the row-major directions and one on ``xt`` for the column-major ones,
    ``(B, 4*(R+2), L)`` in each direction's order (slots of ``ss2d_scan.SLOT_DIRECTION``).
@@ -11,7 +13,8 @@ Forward, for ``x (B, D, H, W)`` after the depthwise conv and SiLU:
    projection, bias, softplus and the fp32 recurrence in registers, added into the fp32 maps
    ``y`` (row-major directions) and ``yt`` (column-major ones); ``yt`` is then added
    transposed into ``y``, the merged map (saved, with the states entering each chunk).
-4. The channel-first output LayerNorm on ``y``, cast to ``x.dtype``.
+4. The channel-first output LayerNorm on ``y``, cast to ``x.dtype`` and written in ``x``'s
+   layout; the backward returns the input gradient in that layout too.
 
 The backward recomputes every scan state from the saved chunk-entry states, so nothing of size
 ``4 x (B, D, L)`` is stored. Both passes run as custom ops with fake implementations, so
@@ -26,9 +29,9 @@ import triton
 from torch import Tensor
 
 from .launch import device_guard
-from .layer_norm_2d import ln2d_backward, ln2d_forward
+from .layer_norm_2d import dense_2d, flat, ln2d_backward, ln2d_forward
 from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
-from .transpose import transpose_into
+from .transpose import channel_major, channel_major_transposed, channels_last_into, transpose_into
 
 __all__ = ['ss2d_core_fused', 'scan_config', 'SCAN_TUNING']
 
@@ -150,6 +153,12 @@ def _transposed(xf: Tensor, height: int, width: int) -> Tensor:
     return transpose_into(xf, torch.empty_like(xf), width, height)
 
 
+def _scan_inputs(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``x (B, D, H, W)`` (contiguous or channels-last) as the two contiguous maps the scans
+    read: ``(B, D, H*W)`` in row-major and ``(B, D, W*H)`` in column-major position order."""
+    return channel_major(x), channel_major_transposed(x)
+
+
 def _scan_params(dt_projs_weight: Tensor, dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor,
                  inner: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """fp32 contiguous ``wdt (4, D, R)``, ``bias``, ``A = -exp(A_logs)`` and ``Ds`` ``(4, D)``."""
@@ -168,8 +177,8 @@ def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
     cfg = scan_config(batch, inner, length)
     f32 = dict(device=x.device, dtype=torch.float32)
     with torch.autocast(x.device.type, enabled=False):
-        xf = x.contiguous().view(batch, inner, length)
-        xt = _transposed(xf, height, width)
+        x = dense_2d(x)
+        xf, xt = _scan_inputs(x)
         w_rows, w_cols = _proj_weight_by_slot(x_proj_weight, x.dtype)
         # (B, 4*(R+2), L) by slot, each direction in its own order.
         proj = torch.cat((torch.matmul(w_rows, xf), torch.matmul(w_cols, xt)), dim=1)
@@ -187,8 +196,9 @@ def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
         with device_guard(x):
             _launch(ss2d_scan_fwd_kernel, cfg, batch, inner, paired, args, meta)
         transpose_into(yt, y, height, width, accumulate=True)
-        out, mean, rstd = ln2d_forward(y, out_norm_weight, out_norm_bias, eps, x.dtype)
-    return out.view(x.shape), proj, y, mean, rstd, states, seg_decay
+        out = torch.empty_like(x)
+        _, mean, rstd = ln2d_forward(y, out_norm_weight, out_norm_bias, eps, flat(out))
+    return out, proj, y, mean, rstd, states, seg_decay
 
 
 @_core_fwd.register_fake
@@ -199,7 +209,7 @@ def _(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_wei
     length = height * width
     cfg = scan_config(batch, inner, length)
     f32 = torch.float32
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+    return (torch.empty_like(dense_2d(x)),
             x.new_empty(batch, DIRECTIONS * (rank + 2), length),
             x.new_empty(batch, inner, length, dtype=f32),
             x.new_empty(batch, length, dtype=f32),
@@ -221,10 +231,9 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
     f32 = dict(device=x.device, dtype=torch.float32)
     with torch.autocast(x.device.type, enabled=False):
         grad_y, grad_norm_w, grad_norm_b = ln2d_backward(
-            grad_out.contiguous().view(batch, inner, length), y, out_norm_weight, mean, rstd,
-            torch.float32)
-        xf = x.contiguous().view(batch, inner, length)
-        xt = _transposed(xf, height, width)
+            flat(dense_2d(grad_out)), y, out_norm_weight, mean, rstd, torch.float32)
+        x = dense_2d(x)
+        xf, xt = _scan_inputs(x)
         grad_yt = _transposed(grad_y, height, width)
         paired = _paired(cfg, length)
         new_map = torch.empty if paired else torch.zeros
@@ -267,7 +276,7 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         grad_w_proj = _swap_slots(grad_w_slots.view(DIRECTIONS, rows, inner))
         chan = grad_chan.sum((0, 2))  # (4, 3, D): bias, A, Ds
         grad_a_logs = (chan[:, 1] * a_coef).reshape(DIRECTIONS * inner, 1)
-    return (grad_x.to(x.dtype).view(x.shape),
+    return (channels_last_into(grad_x, torch.empty_like(x)),
             grad_w_proj.reshape(x_proj_weight.shape).to(x_proj_weight.dtype),
             grad_wdt.to(dt_projs_weight.dtype),
             chan[:, 0].to(dt_projs_bias.dtype).contiguous(),
@@ -281,7 +290,7 @@ def _(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, ou
       proj, y, mean, rstd, states, seg_decay):
     inner = x.shape[1]
     f32 = torch.float32
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+    return (torch.empty_like(dense_2d(x)),
             torch.empty_like(x_proj_weight), torch.empty_like(dt_projs_weight),
             torch.empty_like(dt_projs_bias), torch.empty_like(A_logs), torch.empty_like(Ds),
             x.new_empty(inner, dtype=f32), x.new_empty(inner, dtype=f32))
