@@ -3,9 +3,9 @@
 Each public function resolves its backend (see :mod:`mmvmamba.ops.dispatch`) and calls it.
 Backends: ``selective_scan`` in {'reference', 'compiled'} (env ``MMVMAMBA_SCAN_BACKEND``),
 ``ss2d_core`` in {'reference'} plus 'fused' when the Triton kernels register it (env
-``MMVMAMBA_SS2D_BACKEND``), ``layer_norm_2d`` in {'reference'} (env ``MMVMAMBA_NORM_BACKEND``),
-``bias_gelu`` and ``residual_add`` in {'reference'} (env ``MMVMAMBA_POINTWISE_BACKEND``); the
-Triton backends ('fused', 'triton') register themselves when Triton is installed.
+``MMVMAMBA_SS2D_BACKEND``), ``layer_norm_2d`` in {'reference'} plus 'triton' (env
+``MMVMAMBA_NORM_BACKEND``); the Triton backends ('fused', 'triton') register themselves when
+Triton is installed.
 """
 import importlib.util
 from typing import Optional
@@ -16,7 +16,7 @@ from torch import Tensor
 from . import compiled, dispatch, reference
 
 __all__ = ['selective_scan', 'cross_scan', 'cross_merge', 'layer_norm_2d', 'ss2d_core',
-           'bias_gelu', 'residual_add', 'dispatch']
+           'dispatch']
 
 dispatch.register('selective_scan', 'reference', reference.selective_scan, priority=0)
 dispatch.register('selective_scan', 'compiled', compiled.selective_scan,
@@ -25,8 +25,6 @@ dispatch.register('cross_scan', 'reference', reference.cross_scan, priority=0)
 dispatch.register('cross_merge', 'reference', reference.cross_merge, priority=0)
 dispatch.register('layer_norm_2d', 'reference', reference.layer_norm_2d, priority=0)
 dispatch.register('ss2d_core', 'reference', reference.ss2d_core, priority=0)
-dispatch.register('bias_gelu', 'reference', reference.bias_gelu, priority=0)
-dispatch.register('residual_add', 'reference', reference.residual_add, priority=0)
 
 if (importlib.util.find_spec('triton') is not None
         and importlib.util.find_spec('mmvmamba.ops.triton') is not None):
@@ -114,64 +112,17 @@ def layer_norm_2d(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
 
     Returns:
         Tensor: ``(B, C, H, W)``.
+
+    Under ``torch.compile``, 'auto' means 'reference': on the backbone's channels-last maps the
+    plain ``F.layer_norm`` reduces over the contiguous axis, and inductor generates it fused
+    with the residual add before it and the cast after it (an opaque Triton op would cut the
+    graph there and cost a custom-op call per norm).
     """
-    return dispatch.resolve('layer_norm_2d', backend, x.device)(x, weight, bias, eps)
-
-
-def _pointwise_backend(op: str, backend: Optional[str], *tensors: Tensor) -> Optional[str]:
-    """The backend of a pointwise op: 'auto' means 'reference' (plain torch) under
-    ``torch.compile``, where inductor fuses it with its neighbours, and when autograd records
-    the call: in training the one-pass Triton op saved ~8% of VMamba-T's GPU time on an H100 but
-    each call's host time (launch, autograd node) made the host-bound eager step slower
-    (docs/benchmarks.md, session 7). A backend named explicitly is used as named."""
     if torch.compiler.is_compiling():
-        return dispatch.auto_fallback(op, backend, 'reference',
-                                      'under torch.compile inductor fuses the plain-torch form')
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return dispatch.auto_fallback(op, backend, 'reference',
-                                      'with autograd recording (training) the plain-torch form '
-                                      'costs less host time per step')
-    return backend
-
-
-def bias_gelu(h: Tensor, bias: Tensor, backend: Optional[str] = None) -> Tensor:
-    """``gelu(h + bias[c])`` of a channel-first map: a bias-free projection's bias taken into the
-    GELU that follows it (one pass on the Triton backend).
-
-    Args:
-        h (Tensor): ``(B, C, H, W)``.
-        bias (Tensor): ``(C,)``.
-        backend (str, optional): 'auto', 'reference', 'triton', or None to read
-            ``MMVMAMBA_POINTWISE_BACKEND``.
-
-    Returns:
-        Tensor: ``(B, C, H, W)`` in ``h.dtype``.
-    """
-    backend = _pointwise_backend('bias_gelu', backend, h, bias)
-    return dispatch.resolve('bias_gelu', backend, h.device)(h, bias)
-
-
-def residual_add(x: Tensor, h: Tensor, bias: Optional[Tensor] = None,
-                 scale: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
-    """``x + (h + bias[c]) * scale[b]``: a branch added onto the residual stream, with the bias
-    of the projection that made it and a per-sample drop-path scale, in one pass on the Triton
-    backend. Without a bias and a scale it is the plain ``x + h``.
-
-    Args:
-        x (Tensor): ``(B, C, H, W)``.
-        h (Tensor): ``(B, C, H, W)``.
-        bias (Tensor, optional): ``(C,)``.
-        scale (Tensor, optional): ``(B,)``.
-        backend (str, optional): 'auto', 'reference', 'triton', or None to read
-            ``MMVMAMBA_POINTWISE_BACKEND``.
-
-    Returns:
-        Tensor: ``(B, C, H, W)``.
-    """
-    if bias is None and scale is None:
-        return x + h
-    backend = _pointwise_backend('residual_add', backend, x, h, bias)
-    return dispatch.resolve('residual_add', backend, h.device)(x, h, bias, scale)
+        backend = dispatch.auto_fallback(
+            'layer_norm_2d', backend, 'reference',
+            'under torch.compile inductor generates and fuses the plain-torch norm')
+    return dispatch.resolve('layer_norm_2d', backend, x.device)(x, weight, bias, eps)
 
 
 def ss2d_core(x: Tensor,

@@ -30,8 +30,6 @@ ENV_VARS: Dict[str, str] = {
     'layer_norm_2d': 'MMVMAMBA_NORM_BACKEND',
     'cross_scan': 'MMVMAMBA_CROSS_BACKEND',
     'cross_merge': 'MMVMAMBA_CROSS_BACKEND',
-    'bias_gelu': 'MMVMAMBA_POINTWISE_BACKEND',
-    'residual_add': 'MMVMAMBA_POINTWISE_BACKEND',
 }
 
 _AUTO = ('auto', '')

@@ -187,40 +187,6 @@ def layer_norm_2d(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
     return out.permute(0, 3, 1, 2)
 
 
-def bias_gelu(h: Tensor, bias: Tensor) -> Tensor:
-    """``gelu(h + bias[c])`` (exact GELU) of a channel-first map.
-
-    Args:
-        h (Tensor): ``(B, C, H, W)``.
-        bias (Tensor): ``(C,)``, cast to ``h.dtype`` (as autocast casts a convolution's bias).
-
-    Returns:
-        Tensor: ``(B, C, H, W)`` in ``h.dtype``.
-    """
-    return F.gelu(h + bias.to(h.dtype)[:, None, None])
-
-
-def residual_add(x: Tensor, h: Tensor, bias: Optional[Tensor] = None,
-                 scale: Optional[Tensor] = None) -> Tensor:
-    """``x + (h + bias[c]) * scale[b]``: a branch, with its bias and drop-path scale, added onto
-    the residual stream.
-
-    Args:
-        x (Tensor): ``(B, C, H, W)``.
-        h (Tensor): ``(B, C, H, W)``.
-        bias (Tensor, optional): ``(C,)``, cast to ``h.dtype``.
-        scale (Tensor, optional): ``(B,)``, cast to ``h.dtype``.
-
-    Returns:
-        Tensor: ``(B, C, H, W)`` in the promoted dtype of ``x`` and ``h``.
-    """
-    if bias is not None:
-        h = h + bias.to(h.dtype)[:, None, None]
-    if scale is not None:
-        h = h * scale.to(h.dtype)[:, None, None, None]
-    return x + h
-
-
 def ss2d_core(x: Tensor,
               x_proj_weight: Tensor,
               dt_projs_weight: Tensor,

@@ -1,4 +1,4 @@
-"""Building blocks: drop path as a per-sample scale folded into the residual add."""
+"""Building blocks: drop path as a per-sample scale, the GEMM projections, channels-last maps."""
 from __future__ import annotations
 
 import torch
@@ -25,3 +25,41 @@ def test_block_drop_path_drops_whole_branches():
     torch.testing.assert_close(block(x), x)
     block.eval()
     assert not torch.allclose(block(x), x)
+
+
+def test_add_branch_scales_each_sample():
+    from mmvmamba.models.layers.vss_block import add_branch
+
+    x, branch = torch.randn(3, 4, 5, 6), torch.randn(3, 4, 5, 6)
+    scale = torch.tensor([0.0, 2.0, 1.0])
+    expected = x + branch * scale[:, None, None, None]
+    torch.testing.assert_close(add_branch(x, branch, scale), expected)
+    torch.testing.assert_close(add_branch(x, branch, None), x + branch)
+
+
+def test_linear_2d_is_a_1x1_conv_in_either_layout():
+    """The GEMM form equals a 1x1 convolution; its output is channels-last."""
+    from mmvmamba.models.layers.pointwise import linear_2d
+
+    weight, bias = torch.randn(7, 5), torch.randn(7)
+    x = torch.randn(2, 5, 3, 4)
+    expected = torch.nn.functional.conv2d(x, weight[:, :, None, None], bias)
+    for x_in in (x, x.contiguous(memory_format=torch.channels_last)):
+        out = linear_2d(x_in, weight, bias)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_backbone_runs_channels_last_and_returns_contiguous_features():
+    from mmvmamba.models.backbones.vmamba import VMamba
+
+    arch = dict(dims=8, depths=(1, 1), ssm_ratio=1.0, ssm_d_state=1, ssm_dt_rank='auto',
+                ssm_conv=3, ssm_conv_bias=False, mlp_ratio=2.0)
+    model = VMamba(arch, out_indices=(0, 1)).eval()
+    seen = []
+    model.layers[0].blocks[0].register_forward_hook(
+        lambda m, args, out: seen.append(out.is_contiguous(memory_format=torch.channels_last)))
+    outs = model(torch.randn(2, 3, 37, 50))
+    assert seen == [True]
+    assert [tuple(o.shape) for o in outs] == [(2, 8, 10, 13), (2, 16, 5, 7)]
+    assert all(o.is_contiguous() for o in outs)

@@ -185,3 +185,20 @@ def test_auto_core_runs_a_state_size_four_model_on_cuda(monkeypatch):
     forced = VMamba(arch, drop_path_rate=0.0, core_backend='fused').cuda()
     with pytest.raises(NotImplementedError, match='N = 1'):
         forced(image)
+
+
+def test_auto_norm_takes_reference_under_compile(monkeypatch):
+    """Under torch.compile, 'auto' gives layer_norm_2d to inductor (the plain-torch form) even
+    when a faster eager backend is registered; a backend named explicitly is still used."""
+    monkeypatch.delenv('MMVMAMBA_NORM_BACKEND', raising=False)
+    dispatch.register('layer_norm_2d', 'probe', lambda x, w, b, eps: 'probe', priority=99)
+    try:
+        x = torch.randn(2, 3, 4, 5)
+        assert ops.layer_norm_2d(x, None, None) == 'probe'
+        monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+        out = ops.layer_norm_2d(x, None, None)
+        torch.testing.assert_close(out, ops.reference.layer_norm_2d(x, None, None))
+        assert ops.layer_norm_2d(x, None, None, backend='probe') == 'probe'
+    finally:
+        dispatch._REGISTRY['layer_norm_2d'].pop('probe')
+        dispatch._RESOLVED.clear()

@@ -3,9 +3,7 @@
 - ``ss2d_core`` backend ``'fused'`` (:mod:`.ss2d_core`): the SS2D core for d_state N = 1 in one
   scan kernel per direction plus a GEMM and the output norm. CUDA tensors only.
 - ``layer_norm_2d`` backend ``'triton'`` (:mod:`.layer_norm_2d`): channel-first LayerNorm
-  without permute copies. CUDA tensors only.
-- ``bias_gelu`` and ``residual_add`` backend ``'triton'`` (:mod:`.pointwise`): a bias-free
-  projection's bias folded into the GELU or the residual add that follows it. CUDA tensors only.
+  without permute copies, on contiguous or channels-last maps. CUDA tensors only.
 
 On CPU the kernels run only under Triton's interpreter (``TRITON_INTERPRET=1``, set before
 ``triton`` is imported), which the tests use on tiny shapes; the dispatcher never picks them
@@ -17,10 +15,9 @@ import torch
 
 from .. import dispatch
 from .layer_norm_2d import layer_norm_2d
-from .pointwise import bias_gelu, residual_add
 from .ss2d_core import ss2d_core_fused
 
-__all__ = ['ss2d_core_fused', 'layer_norm_2d', 'bias_gelu', 'residual_add']
+__all__ = ['ss2d_core_fused', 'layer_norm_2d']
 
 #: Priority over the reference (0) and below nothing else: 'auto' picks these on CUDA.
 PRIORITY = 20
@@ -37,5 +34,3 @@ def _cuda_only(device: torch.device) -> tuple[bool, str]:
 
 dispatch.register('ss2d_core', 'fused', ss2d_core_fused, check=_cuda_only, priority=PRIORITY)
 dispatch.register('layer_norm_2d', 'triton', layer_norm_2d, check=_cuda_only, priority=PRIORITY)
-dispatch.register('bias_gelu', 'triton', bias_gelu, check=_cuda_only, priority=PRIORITY)
-dispatch.register('residual_add', 'triton', residual_add, check=_cuda_only, priority=PRIORITY)

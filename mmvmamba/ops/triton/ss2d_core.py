@@ -143,9 +143,11 @@ def _swap_slots(t: Tensor) -> Tensor:
 
 
 def _proj_weight_by_slot(x_proj_weight: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """``(2*(R+2), D)`` weights of the row-major (k = 0, 2) and column-major (k = 1, 3) slots."""
-    w = x_proj_weight.to(dtype)
-    return w[0::2].reshape(-1, w.shape[2]), w[1::2].reshape(-1, w.shape[2])
+    """``(2*(R+2), D)`` weights of the row-major (k = 0, 2) and column-major (k = 1, 3) slots:
+    two halves of one slot-ordered copy (one ``cat`` and at most one cast)."""
+    w = _swap_slots(x_proj_weight).to(dtype)
+    rows, cols = w.view(2, -1, w.shape[2])
+    return rows, cols
 
 
 def _transposed(xf: Tensor, height: int, width: int) -> Tensor:
@@ -161,9 +163,10 @@ def _scan_inputs(x: Tensor) -> tuple[Tensor, Tensor]:
 
 def _scan_params(dt_projs_weight: Tensor, dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor,
                  inner: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """fp32 contiguous ``wdt (4, D, R)``, ``bias``, ``A = -exp(A_logs)`` and ``Ds`` ``(4, D)``."""
+    """fp32 contiguous ``wdt (4, D, R)``, ``bias``, ``A_logs`` and ``Ds`` ``(4, D)`` (views of
+    the parameters when they are fp32; the kernels compute ``A = -exp(A_logs)``)."""
     return (dt_projs_weight.float().contiguous(), dt_projs_bias.float().contiguous(),
-            (-torch.exp(A_logs.float())).reshape(DIRECTIONS, inner).contiguous(),
+            A_logs.float().reshape(DIRECTIONS, inner).contiguous(),
             Ds.float().reshape(DIRECTIONS, inner).contiguous())
 
 
@@ -243,8 +246,8 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         grad_z = torch.empty(batch, DIRECTIONS, inner, length, device=x.device, dtype=x.dtype)
         grad_chan = torch.empty(batch, DIRECTIONS, cfg.segments, 3, inner, **f32)
         seg_carry = torch.empty_like(seg_decay)
-        wdt, bias, a_coef, ds = _scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner)
-        args = (xf, xt, proj, wdt, bias, a_coef, ds, grad_y, grad_yt, states, seg_decay,
+        wdt, bias, a_logs, ds = _scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner)
+        args = (xf, xt, proj, wdt, bias, a_logs, ds, grad_y, grad_yt, states, seg_decay,
                 seg_carry, grad_x, grad_xt, grad_z, grad_proj, grad_chan, inner, length,
                 cfg.chunks, cfg.segments, cfg.chunks_per_segment)
         meta = _meta(cfg, rank)
@@ -275,7 +278,7 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
             for grad, src in ((grad_rows, xf), (grad_cols, xt))])
         grad_w_proj = _swap_slots(grad_w_slots.view(DIRECTIONS, rows, inner))
         chan = grad_chan.sum((0, 2))  # (4, 3, D): bias, A, Ds
-        grad_a_logs = (chan[:, 1] * a_coef).reshape(DIRECTIONS * inner, 1)
+        grad_a_logs = (chan[:, 1] * -torch.exp(a_logs)).reshape(DIRECTIONS * inner, 1)
     return (channels_last_into(grad_x, torch.empty_like(x)),
             grad_w_proj.reshape(x_proj_weight.shape).to(x_proj_weight.dtype),
             grad_wdt.to(dt_projs_weight.dtype),

@@ -26,7 +26,8 @@ column-major positions ``w*H + h`` for k = 1, 3):
     proj   ``(B, 4, R+2, L)`` x projection, rows dt_low (R), B, C, in direction order; slot
            ``s`` holds direction ``SLOT_DIRECTION[s]`` (slots 0, 1: k = 0, 2 from ``x``;
            slots 2, 3: k = 1, 3 from ``xt``), so two GEMMs fill it without a copy.
-    wdt    ``(K, D, R)`` dt projection, fp32.  bias, A, Ds: ``(K, D)`` fp32, by direction.
+    wdt    ``(K, D, R)`` dt projection, fp32.  bias, A_logs (``A = -exp(A_logs)``), Ds:
+           ``(K, D)`` fp32, by direction.
     y, yt  ``(B, D, L)`` fp32 merged outputs of k = 0, 2 / k = 1, 3 (zeroed by the caller).
     states ``(B, K, D, NCH)`` fp32 state entering each chunk (saved for the backward).
     seg_decay, seg_state ``(B, K, NSEG, D)`` fp32 segment summaries (forward);
@@ -152,7 +153,7 @@ def _direction_setup(k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, L, NCH, N
     """
     kd = k * D + chans
     bias = tl.load(bias_ptr + kd, mask=chan_ok, other=0.0)
-    a_coef = tl.load(a_ptr + kd, mask=chan_ok, other=0.0)
+    a_coef = -tl.exp(tl.load(a_ptr + kd, mask=chan_ok, other=0.0))  # A = -exp(A_logs)
     skip = tl.load(ds_ptr + kd, mask=chan_ok, other=0.0)
     slot_row = (b * 4 + _proj_slot(k)) * (R + 2) * L
     state_rows = ((b * 4 + k) * D + chans).to(tl.int64) * NCH
