@@ -118,7 +118,13 @@ def relative_errors(case, fused_fn, device='cpu', seed=0, channels_last=False):
 def _interpreter_worker():
     """Entry point of the subprocess: print the errors of every interpreter case as JSON."""
     assert os.environ.get('TRITON_INTERPRET') == '1'
-    from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING, _paired, scan_config, ss2d_core_fused
+    from mmvmamba.ops.triton.ss2d_core import (
+        SCAN_TUNING,
+        _core_fwd,
+        _paired,
+        scan_config,
+        ss2d_core_fused,
+    )
 
     defaults = dict(SCAN_TUNING)
     results = {}
@@ -130,7 +136,14 @@ def _interpreter_worker():
         length = case[2] * case[3]
         config = scan_config(case[0], case[1], length)
         results[name]['config'] = dict(config._asdict(), paired=_paired(config, length))
-    print('RESULTS ' + json.dumps(results))  # noqa: T201 (read by the parent test)
+    # The torch.library custom ops (what torch.compile runs) against the reference too: eager
+    # calls reach the same forward and backward through an autograd.Function instead.
+    SCAN_TUNING.clear()
+    SCAN_TUNING.update(defaults, **TUNINGS['fma'])
+    custom_op = dict(relative_errors(INTERPRETER_CASES['channels_last_segments'][:-1],
+                                     lambda *args: _core_fwd(*args, 1e-5)[0], seed=7,
+                                     channels_last=True))
+    print('RESULTS ' + json.dumps(dict(cases=results, custom_op=custom_op)))  # noqa: T201 (read by the parent test)
 
 
 def _check(errors, dtype_name):
@@ -145,11 +158,15 @@ def interpreted_results():
 
 @pytest.mark.parametrize('name', list(INTERPRETER_CASES))
 def test_fused_core_matches_reference_interpreted(interpreted_results, name):
-    _check(interpreted_results[name], INTERPRETER_CASES[name][5])
+    _check(interpreted_results['cases'][name], INTERPRETER_CASES[name][5])
+
+
+def test_custom_op_path_matches_reference_interpreted(interpreted_results):
+    _check(interpreted_results['custom_op'], 'fp32')
 
 
 def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
-    configs = {name: r['config'] for name, r in interpreted_results.items()}
+    configs = {name: r['config'] for name, r in interpreted_results['cases'].items()}
     assert configs['three_chunks_three_segments']['segments'] == 3
     assert configs['three_chunks_one_segment']['segments'] == 1
     assert configs['three_chunks_one_segment']['chunks'] == 3

@@ -17,8 +17,9 @@ Forward, for ``x (B, D, H, W)`` after the depthwise conv and SiLU, contiguous or
    layout; the backward returns the input gradient in that layout too.
 
 The backward recomputes every scan state from the saved chunk-entry states, so nothing of size
-``4 x (B, D, L)`` is stored. Both passes run as custom ops with fake implementations, so
-``torch.compile(fullgraph=True)`` traces through them.
+``4 x (B, D, L)`` is stored. Under ``torch.compile`` both passes run as custom ops with fake
+implementations, so ``torch.compile(fullgraph=True)`` traces through them; eager mode calls the
+same two functions through a plain ``autograd.Function``, which costs less host time per call.
 """
 from __future__ import annotations
 
@@ -170,10 +171,11 @@ def _scan_params(dt_projs_weight: Tensor, dt_projs_bias: Tensor, A_logs: Tensor,
             Ds.float().reshape(DIRECTIONS, inner).contiguous())
 
 
-@torch.library.custom_op('mmvmamba_triton::ss2d_core_fwd', mutates_args=())
-def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
-              A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor, out_norm_bias: Tensor,
-              eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
+             A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor, out_norm_bias: Tensor,
+             eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The forward: ``out`` and what the backward needs (``proj, y, mean, rstd, states,
+    seg_decay``)."""
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
     batch, inner, height, width = x.shape
     length = height * width
@@ -204,6 +206,14 @@ def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
     return out, proj, y, mean, rstd, states, seg_decay
 
 
+@torch.library.custom_op('mmvmamba_triton::ss2d_core_fwd', mutates_args=())
+def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
+              A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor, out_norm_bias: Tensor,
+              eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _forward(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+                    out_norm_weight, out_norm_bias, eps)
+
+
 @_core_fwd.register_fake
 def _(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
       out_norm_bias, eps):
@@ -221,12 +231,13 @@ def _(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_wei
             x.new_empty(batch, DIRECTIONS, cfg.segments, inner, dtype=f32))
 
 
-@torch.library.custom_op('mmvmamba_triton::ss2d_core_bwd', mutates_args=())
-def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
+def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
               dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor,
               proj: Tensor, y: Tensor, mean: Tensor, rstd: Tensor, states: Tensor,
               seg_decay: Tensor
               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The backward: gradients of ``x``, the five SSM parameters and the out-norm's weight
+    and bias (fp32)."""
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
     batch, inner, height, width = x.shape
     length = height * width
@@ -288,6 +299,16 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
             grad_norm_w, grad_norm_b)
 
 
+@torch.library.custom_op('mmvmamba_triton::ss2d_core_bwd', mutates_args=())
+def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
+              dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor,
+              proj: Tensor, y: Tensor, mean: Tensor, rstd: Tensor, states: Tensor,
+              seg_decay: Tensor
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _backward(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+                     out_norm_weight, proj, y, mean, rstd, states, seg_decay)
+
+
 @_core_bwd.register_fake
 def _(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
       proj, y, mean, rstd, states, seg_decay):
@@ -308,14 +329,35 @@ def _core_setup(ctx, inputs, output):
     ctx.norm_dtypes = (out_norm_weight.dtype, out_norm_bias.dtype)
 
 
-def _core_backward(ctx, grad_out, *_unused):
-    saved = ctx.saved_tensors
-    grads = _core_bwd(grad_out, *saved)
+def _gradients(ctx, grads: tuple) -> tuple:
+    """The backward's results as the forward's input gradients (out-norm's in their dtypes)."""
     w_dtype, b_dtype = ctx.norm_dtypes
     return (*grads[:6], grads[6].to(w_dtype), grads[7].to(b_dtype), None)
 
 
+def _core_backward(ctx, grad_out, *_unused):
+    return _gradients(ctx, _core_bwd(grad_out, *ctx.saved_tensors))
+
+
 _core_fwd.register_autograd(_core_backward, setup_context=_core_setup)
+
+
+class _Core(torch.autograd.Function):
+    """The same forward and backward as a plain ``autograd.Function``, for eager mode: a
+    ``torch.library`` custom op costs about twice its host time per call, and the eager step
+    at batch 128 is bound by host time whenever the host is slow (docs/benchmarks.md,
+    session 8). Under ``torch.compile`` the custom ops above are used (opaque to inductor,
+    with fake implementations)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        outputs = _forward(*inputs)
+        _core_setup(ctx, inputs, outputs)
+        return outputs[0]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _gradients(ctx, _backward(grad_out, *ctx.saved_tensors))
 
 
 def ss2d_core_fused(x: Tensor,
@@ -356,5 +398,8 @@ def ss2d_core_fused(x: Tensor,
         NotImplementedError: ``N > 1`` (use the reference backend).
         ValueError: Shapes that do not fit the contract.
     """
-    return _core_fwd(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
-                     out_norm_weight, out_norm_bias, float(eps))[0]
+    args = (x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
+            out_norm_bias, float(eps))
+    if torch.compiler.is_compiling():
+        return _core_fwd(*args)[0]
+    return _Core.apply(*args)
