@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .launch import device_guard
 from .layer_norm_2d_kernels import layer_norm_2d_bwd_kernel, layer_norm_2d_fwd_kernel
+from .transpose import dense_2d, flat
 
 __all__ = ['layer_norm_2d', 'ln2d_forward', 'ln2d_backward']
 
@@ -82,18 +83,6 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, mean: Tens
             grad_out, x, w, mean, rstd, grad_x, partial, channels, length, *grad_out.stride(),
             *x.stride(), BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None, num_warps=4)
     return grad_x, partial[:, 0].sum(0), partial[:, 1].sum(0)
-
-
-def dense_2d(x: Tensor) -> Tensor:
-    """``x (B, C, H, W)`` itself if contiguous or channels-last, else a contiguous copy."""
-    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
-        return x
-    return x.contiguous()
-
-
-def flat(x: Tensor) -> Tensor:
-    """The ``(B, C, H*W)`` view of a contiguous or channels-last ``(B, C, H, W)`` map."""
-    return x.view(x.shape[0], x.shape[1], -1)
 
 
 class _LayerNorm2d(torch.autograd.Function):

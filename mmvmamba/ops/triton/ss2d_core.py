@@ -1,4 +1,5 @@
-"""The fused SS2D core (N = 1) as torch custom ops: forward, backward and autograd.
+"""The fused SS2D core (N = 1): forward, backward, and their autograd wrappers (torch custom ops
+for ``torch.compile``, a plain ``autograd.Function`` in eager mode).
 
 Forward, for ``x (B, D, H, W)`` after the depthwise conv and SiLU, contiguous or channels-last
 (as the backbone hands it over):
@@ -30,9 +31,16 @@ import triton
 from torch import Tensor
 
 from .launch import device_guard
-from .layer_norm_2d import dense_2d, flat, ln2d_backward, ln2d_forward
+from .layer_norm_2d import ln2d_backward, ln2d_forward
 from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
-from .transpose import channel_major, channel_major_transposed, channels_last_into, transpose_into
+from .transpose import (
+    channel_major,
+    channel_major_transposed,
+    channels_last_into,
+    dense_2d,
+    flat,
+    transpose_into,
+)
 
 __all__ = ['ss2d_core_fused', 'scan_config', 'SCAN_TUNING']
 
@@ -151,11 +159,6 @@ def _proj_weight_by_slot(x_proj_weight: Tensor, dtype: torch.dtype) -> tuple[Ten
     return rows, cols
 
 
-def _transposed(xf: Tensor, height: int, width: int) -> Tensor:
-    """``(B, D, L)`` row-major map -> the same map in column-major order (``(B, D, W*H)``)."""
-    return transpose_into(xf, torch.empty_like(xf), width, height)
-
-
 def _scan_inputs(x: Tensor) -> tuple[Tensor, Tensor]:
     """``x (B, D, H, W)`` (contiguous or channels-last) as the two contiguous maps the scans
     read: ``(B, D, H*W)`` in row-major and ``(B, D, W*H)`` in column-major position order."""
@@ -248,7 +251,7 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
             flat(dense_2d(grad_out)), y, out_norm_weight, mean, rstd, torch.float32)
         x = dense_2d(x)
         xf, xt = _scan_inputs(x)
-        grad_yt = _transposed(grad_y, height, width)
+        grad_yt = channel_major_transposed(grad_y.view(batch, inner, height, width))
         paired = _paired(cfg, length)
         new_map = torch.empty if paired else torch.zeros
         grad_x = new_map(batch, inner, length, **f32)

@@ -19,7 +19,7 @@ from torch import Tensor
 from .launch import device_guard
 
 __all__ = ['transpose_into', 'channel_major', 'channel_major_transposed', 'channels_last_into',
-           'is_channels_last']
+           'is_channels_last', 'dense_2d', 'flat']
 
 _TILE = 32
 
@@ -96,6 +96,18 @@ def transpose_into(src: Tensor, dst: Tensor, rows: int, cols: int,
 def is_channels_last(x: Tensor) -> bool:
     """Whether ``x (B, C, H, W)`` is laid out channels-last and not also plainly contiguous."""
     return (not x.is_contiguous()) and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def dense_2d(x: Tensor) -> Tensor:
+    """``x (B, C, H, W)`` itself if contiguous or channels-last, else a contiguous copy."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
+
+
+def flat(x: Tensor) -> Tensor:
+    """The ``(B, C, H*W)`` view of a contiguous or channels-last ``(B, C, H, W)`` map."""
+    return x.view(x.shape[0], x.shape[1], -1)
 
 
 def channel_major(x: Tensor) -> Tensor:
