@@ -33,6 +33,7 @@ GPU_LAYOUT_CASES = {
     'stage1': (8, 96, 56, 56, torch.bfloat16),
     'detection_odd': (2, 96, 201, 319, torch.float32),
 }
+MEMORY_FORMATS = {'channels_last': torch.channels_last, 'contiguous': torch.contiguous_format}
 # The add rounds once to the destination dtype: one ulp of |values| < 8 in half dtypes.
 ADD_TOLERANCE = {torch.float32: 1e-6, torch.float16: 2**-8, torch.bfloat16: 2**-5}
 
@@ -70,8 +71,7 @@ def layout_errors(cases, device='cpu'):
     for name, (batch, channels, height, width, dtype) in cases.items():
         x = torch.randn(batch, channels, height, width, generator=gen).to(device, dtype)
         src = torch.randn(batch, channels, height * width, generator=gen).to(device)
-        for layout in ('channels_last', 'contiguous'):
-            fmt = getattr(torch, f'{layout}_format' if layout == 'contiguous' else layout)
+        for layout, fmt in MEMORY_FORMATS.items():
             x_in = x.contiguous(memory_format=fmt)
             rows, cols = channel_major(x_in), channel_major_transposed(x_in)
             dst = channels_last_into(src, torch.full_like(x_in, float('nan')))
@@ -105,7 +105,7 @@ def test_transpose_matches_torch_interpreted(interpreted_results, name):
 
 
 @pytest.mark.parametrize('name', list(LAYOUT_CASES))
-@pytest.mark.parametrize('layout', ['channels_last', 'contiguous'])
+@pytest.mark.parametrize('layout', list(MEMORY_FORMATS))
 def test_layout_copies_match_torch_interpreted(interpreted_results, name, layout):
     rows_error, cols_error, into_error, layouts_ok = interpreted_results['layouts'][
         f'{name}_{layout}']
@@ -133,7 +133,7 @@ def test_transpose_matches_torch_gpu(name):
 @pytest.mark.parametrize('name', list(GPU_LAYOUT_CASES))
 def test_layout_copies_match_torch_gpu(name):
     errors = layout_errors({name: GPU_LAYOUT_CASES[name]}, device='cuda')
-    for layout in ('channels_last', 'contiguous'):
+    for layout in MEMORY_FORMATS:
         rows_error, cols_error, into_error, layouts_ok = errors[f'{name}_{layout}']
         assert rows_error == 0.0 and cols_error == 0.0 and layouts_ok
         assert into_error <= ADD_TOLERANCE[GPU_LAYOUT_CASES[name][4]]
