@@ -25,11 +25,15 @@ TOLERANCE = {'fp32': 1e-4, 'fp16': 1e-2, 'bf16': 3e-2}
 # blocks (4 or 16 channels, 16 steps) so that tiny maps still span several channel blocks, chunks
 # and segments; both dt-projection paths (unrolled FMAs, tensor-core dot) are covered.
 TUNINGS = {
-    'fma': dict(block_d=4, block_l=16, num_warps=4, min_programs=64, dt_dot=False),
-    'fma_one_segment': dict(block_d=4, block_l=16, num_warps=4, min_programs=1, dt_dot=False),
+    'fma': dict(block_d=4, block_l=16, num_warps=4, bwd_block_d=8, bwd_num_warps=2,
+                min_programs=64, dt_dot=False),
+    # The forward and the backward with different channel blocks and warps.
+    'fma_one_segment': dict(block_d=8, block_l=16, num_warps=2, bwd_block_d=4, bwd_num_warps=4,
+                            min_programs=1, dt_dot=False),
     'fma_one_segment_unpaired': dict(block_d=4, block_l=16, num_warps=4, min_programs=1,
                                      dt_dot=False, pair_max_length=0),
-    'dot': dict(block_d=16, block_l=16, num_warps=4, min_programs=64, dt_dot=True),
+    'dot': dict(block_d=16, block_l=16, num_warps=4, bwd_block_d=16, bwd_num_warps=4,
+                min_programs=64, dt_dot=True),
 }
 INTERPRETER_CASES = {
     'odd_channels_nonsquare': (2, 5, 3, 4, 2, 'fp32', 'fma'),
@@ -37,6 +41,8 @@ INTERPRETER_CASES = {
     'three_chunks_one_segment': (1, 6, 7, 5, 3, 'fp32', 'fma_one_segment'),
     'three_chunks_one_segment_unpaired': (2, 5, 5, 7, 3, 'fp32', 'fma_one_segment_unpaired'),
     'one_pixel': (1, 3, 1, 1, 1, 'fp32', 'fma'),
+    # H*W a multiple of 16: the maps need no row padding (xf a view of a contiguous x).
+    'unpadded_rows_two_chunks': (2, 5, 4, 8, 2, 'fp32', 'fma'),
     'one_row': (1, 4, 1, 7, 2, 'fp32', 'fma'),
     'bf16_input': (2, 5, 3, 4, 2, 'bf16', 'fma'),
     'dot_two_channel_blocks_segments': (1, 18, 5, 7, 3, 'fp32', 'dot'),
@@ -171,10 +177,32 @@ def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
     assert configs['three_chunks_one_segment']['segments'] == 1
     assert configs['three_chunks_one_segment']['chunks'] == 3
     assert configs['three_chunks_one_segment']['paired']  # directions k, k+2 in one program
+    assert configs['three_chunks_one_segment']['block_d'] == 8
+    assert configs['three_chunks_one_segment']['bwd_block_d'] == 4
     unpaired = configs['three_chunks_one_segment_unpaired']
     assert unpaired['segments'] == 1 and unpaired['chunks'] > 1 and not unpaired['paired']
     dot = configs['dot_two_channel_blocks_segments']
     assert dot['dt_dot'] and dot['segments'] > 1 and dot['block_d'] == 16
+
+
+def test_backward_channel_block_follows_the_channel_count():
+    """'auto': about 24 channel blocks per position's B / C gradient, within [4, 16]; an
+    explicit setting is kept."""
+    from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING, scan_config
+
+    saved = dict(SCAN_TUNING)
+    try:
+        SCAN_TUNING.update(bwd_block_d='auto', bwd_num_warps='auto', dt_dot=False)
+        picked = {inner: scan_config(128, inner, 196) for inner in (48, 96, 192, 384, 768)}
+        assert [(c.bwd_block_d, c.bwd_num_warps) for c in picked.values()] == [
+            (4, 2), (4, 2), (8, 2), (16, 4), (16, 4)]
+        assert all(c.block_d == saved['block_d'] for c in picked.values())
+        SCAN_TUNING.update(bwd_block_d=8, bwd_num_warps=8)
+        config = scan_config(128, 768, 196)
+        assert (config.bwd_block_d, config.bwd_num_warps) == (8, 8)
+    finally:
+        SCAN_TUNING.clear()
+        SCAN_TUNING.update(saved)
 
 
 def test_slot_order_is_spelled_the_same_everywhere():
@@ -218,7 +246,8 @@ def gpu_tuning(request):
 
     saved = dict(SCAN_TUNING)
     if request.param == 'dot16x64w8':
-        SCAN_TUNING.update(block_d=16, block_l=64, num_warps=8, dt_dot=True)
+        SCAN_TUNING.update(block_d=16, block_l=64, num_warps=8, bwd_block_d=16,
+                           bwd_num_warps=8, dt_dot=True)
     yield request.param
     SCAN_TUNING.clear()
     SCAN_TUNING.update(saved)

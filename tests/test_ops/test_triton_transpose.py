@@ -34,6 +34,8 @@ GPU_LAYOUT_CASES = {
     'detection_odd': (2, 96, 201, 319, torch.float32),
 }
 MEMORY_FORMATS = {'channels_last': torch.channels_last, 'contiguous': torch.contiguous_format}
+# Each format as is, and the same copies through maps with padded rows.
+LAYOUT_VARIANTS = list(MEMORY_FORMATS) + [f'{fmt}_padded' for fmt in MEMORY_FORMATS]
 # The add rounds once to the destination dtype: one ulp of |values| < 8 in half dtypes.
 ADD_TOLERANCE = {torch.float32: 1e-6, torch.float16: 2**-8, torch.bfloat16: 2**-5}
 
@@ -48,18 +50,22 @@ def max_errors(cases, device='cpu'):
         src = torch.randn(planes, cols, rows, generator=gen).to(device, src_dtype)
         base = torch.randn(planes, rows, cols, generator=gen).to(device, dst_dtype)
         expected = src.transpose(1, 2).to(dst_dtype)
-        copied = transpose_into(src, torch.full_like(base, float('nan')), rows, cols)
-        added = transpose_into(src, base.clone(), rows, cols, accumulate=True)
+        src_map = src.view(planes, 1, rows * cols)  # (P, Q, cols*rows) maps
+        copied = transpose_into(src_map, torch.full_like(src_map, float('nan'), dtype=dst_dtype),
+                                rows, cols)
+        added = transpose_into(src_map, base.clone().view(planes, 1, -1), rows, cols,
+                               accumulate=True)
         expected_add = (base.float() + src.transpose(1, 2).float()).to(dst_dtype)
-        errors[name] = [(copied.float() - expected.float()).abs().max().item(),
-                        (added.float() - expected_add.float()).abs().max().item()]
+        errors[name] = [(copied.view_as(base).float() - expected.float()).abs().max().item(),
+                        (added.view_as(base).float() - expected_add.float()).abs().max().item()]
     return errors
 
 
 def layout_errors(cases, device='cpu'):
     """Per case and layout of ``x`` (channels-last, contiguous): max abs differences of
     ``channel_major``, ``channel_major_transposed`` and ``channels_last_into`` from torch, and
-    whether each result has the layout it promises."""
+    whether each result has the layout it promises; then the same three copies through maps
+    with padded rows (``out=`` views and a strided ``src``), their padding left untouched."""
     from mmvmamba.ops.triton.transpose import (
         channel_major,
         channel_major_transposed,
@@ -81,6 +87,18 @@ def layout_errors(cases, device='cpu'):
                 (dst.float() - src.view_as(x).to(dtype).float()).abs().max().item(),
                 rows.is_contiguous() and cols.is_contiguous()
                 and dst.is_contiguous(memory_format=fmt)]
+            length = height * width
+            padded = torch.full((2, batch, channels, length + 5), 7.0, device=device, dtype=dtype)
+            channel_major(x_in, out=padded[0, ..., :length])
+            channel_major_transposed(x_in, out=padded[1, ..., :length])
+            src_padded = torch.full((batch, channels, length + 3), float('nan'), device=device)
+            src_padded[..., :length] = src
+            dst = channels_last_into(src_padded[..., :length], torch.full_like(x_in, float('nan')))
+            errors[f'{name}_{layout}_padded'] = [
+                (padded[0, ..., :length] - x.flatten(2)).abs().max().item(),
+                (padded[1, ..., :length] - x.transpose(2, 3).flatten(2)).abs().max().item(),
+                (dst.float() - src.view_as(x).to(dtype).float()).abs().max().item(),
+                bool((padded[..., length:] == 7.0).all())]
     return errors
 
 
@@ -105,7 +123,7 @@ def test_transpose_matches_torch_interpreted(interpreted_results, name):
 
 
 @pytest.mark.parametrize('name', list(LAYOUT_CASES))
-@pytest.mark.parametrize('layout', list(MEMORY_FORMATS))
+@pytest.mark.parametrize('layout', LAYOUT_VARIANTS)
 def test_layout_copies_match_torch_interpreted(interpreted_results, name, layout):
     rows_error, cols_error, into_error, layouts_ok = interpreted_results['layouts'][
         f'{name}_{layout}']
@@ -115,10 +133,13 @@ def test_layout_copies_match_torch_interpreted(interpreted_results, name, layout
 
 
 def test_transpose_rejects_mismatched_sizes():
-    from mmvmamba.ops.triton.transpose import transpose_into
+    from mmvmamba.ops.triton.transpose import channel_major, transpose_into
 
-    with pytest.raises(ValueError, match='same number of elements'):
-        transpose_into(torch.zeros(2, 3, 4), torch.zeros(2, 3, 5), 4, 3)
+    with pytest.raises(ValueError, match='same shape'):
+        transpose_into(torch.zeros(2, 3, 12), torch.zeros(2, 4, 12), 4, 3)
+    with pytest.raises(ValueError, match='unit stride along L'):
+        channel_major(torch.zeros(1, 2, 3, 4).to(memory_format=torch.channels_last),
+                      out=torch.zeros(1, 12, 2).transpose(1, 2))
 
 
 @pytest.mark.gpu
@@ -133,7 +154,7 @@ def test_transpose_matches_torch_gpu(name):
 @pytest.mark.parametrize('name', list(GPU_LAYOUT_CASES))
 def test_layout_copies_match_torch_gpu(name):
     errors = layout_errors({name: GPU_LAYOUT_CASES[name]}, device='cuda')
-    for layout in MEMORY_FORMATS:
+    for layout in LAYOUT_VARIANTS:
         rows_error, cols_error, into_error, layouts_ok = errors[f'{name}_{layout}']
         assert rows_error == 0.0 and cols_error == 0.0 and layouts_ok
         assert into_error <= ADD_TOLERANCE[GPU_LAYOUT_CASES[name][4]]

@@ -138,11 +138,13 @@ def report(rows: list[dict], entry: dict) -> None:
 
 
 def parse_tunings(spec: str) -> list[dict]:
-    """``'4:256:4:512:0,16:64:8:512:1'`` -> fused-scan tunings.
+    """``'4:64:2:8:4:512:0,16:64:8:16:8:512:1'`` -> fused-scan tunings.
 
-    Fields: block_d:block_l:num_warps:min_programs[:dt_dot] (see ``SCAN_TUNING``).
+    Fields: block_d:block_l:num_warps:bwd_block_d:bwd_num_warps:min_programs[:dt_dot] (see
+    ``SCAN_TUNING``).
     """
-    keys = ('block_d', 'block_l', 'num_warps', 'min_programs', 'dt_dot')
+    keys = ('block_d', 'block_l', 'num_warps', 'bwd_block_d', 'bwd_num_warps', 'min_programs',
+            'dt_dot')
     tunings = []
     for item in filter(None, spec.split(',')):
         tuning = dict(zip(keys, map(int, item.split(':'))))
@@ -179,6 +181,7 @@ def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
             SCAN_TUNING.update(tuning or default_tuning)
             name = backend if tuning is None else (
                 f"fused[{tuning['block_d']}x{tuning['block_l']},w{tuning['num_warps']},"
+                f"bwd {tuning['bwd_block_d']}x{tuning['block_l']},w{tuning['bwd_num_warps']},"
                 f"p{tuning['min_programs']}{',dot' if tuning['dt_dot'] else ''}]")
 
             def forward(backend=backend, x=x, params=params):

@@ -57,7 +57,8 @@ def ln2d_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: flo
 
 
 def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, mean: Tensor,
-                  rstd: Tensor, grad_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+                  rstd: Tensor, grad_dtype: torch.dtype,
+                  out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Launch the backward kernel.
 
     Args:
@@ -67,6 +68,8 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, mean: Tens
         mean (Tensor): ``(B, L)`` fp32 from the forward.
         rstd (Tensor): ``(B, L)`` fp32 from the forward.
         grad_dtype (torch.dtype): Dtype of the input gradient.
+        out (Tensor, optional): ``(B, C, L)`` with ``x``'s strides to write the input gradient
+            into (any strides then, e.g. a view of a map with padded rows).
 
     Returns:
         tuple: ``grad_x (B, C, L)`` with ``x``'s strides, ``grad_weight (C,)`` and
@@ -75,7 +78,14 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, mean: Tens
     batch, channels, length = x.shape
     block_c, block_p = _blocks(channels, length)
     grid = (triton.cdiv(length, block_p), batch)
-    grad_x = torch.empty_like(x, dtype=grad_dtype)  # x is dense: its strides are kept
+    if out is None:
+        grad_x = torch.empty_like(x, dtype=grad_dtype)  # x is dense: its strides are kept
+    elif out.shape != x.shape or out.stride() != x.stride() or out.dtype != grad_dtype:
+        raise ValueError(f'ln2d_backward: out must match x {tuple(x.shape)} (strides '
+                         f'{x.stride()}) in dtype {grad_dtype}, got {tuple(out.shape)}, '
+                         f'{out.stride()}, {out.dtype}')
+    else:
+        grad_x = out
     partial = torch.empty(batch * grid[0], 2, channels, device=x.device, dtype=torch.float32)
     w = weight.float().contiguous() if weight is not None else x
     with device_guard(x):

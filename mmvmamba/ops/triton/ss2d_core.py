@@ -24,6 +24,7 @@ same two functions through a plain ``autograd.Function``, which costs less host 
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -48,16 +49,25 @@ DIRECTIONS = 4
 
 
 #: Tuning knobs of the scan kernels (tests and benchmarks may change them): channels per
-#: program (halved, down to 4, or 16 with ``dt_dot``, while the grid has fewer than
-#: ``min_programs`` programs), steps per chunk, warps per program; a grid still too small is
-#: split into segments along the scan. ``dt_dot`` computes the dt projection with a tensor-core
-#: dot instead of unrolled FMAs (see :func:`~.ss2d_scan._dt_projection`). The defaults were the
-#: fastest of a sweep on an H100 (docs/benchmarks.md). ``pair_max_length``: scans of at most
-#: this many steps in one segment run directions k and k+2 in one program (no atomics, half the
-#: programs); on an H100 that won 2-3% at 224 / batch 128 and lost 5-6% at 384-1024 / batch 32,
-#: where the longer sequential walk and re-reading the merged map from HBM cost more.
-SCAN_TUNING = dict(block_d=4, block_l=256, num_warps=4, min_programs=512, dt_dot=False,
-                   pair_max_length=4096)
+#: program of the forward and of the backward kernel (each halved, down to 4, or 16 with
+#: ``dt_dot``, while its grid has fewer than ``min_programs`` programs), steps per chunk (shared:
+#: the backward restarts from the forward's chunk-entry states), warps per program of each; a
+#: grid still too small is split into segments along the scan. ``dt_dot`` computes the dt
+#: projection with a tensor-core dot instead of unrolled FMAs (see
+#: :func:`~.ss2d_scan._dt_projection`). ``pair_max_length``: scans of at most this many steps
+#: in one segment run directions k and k+2 in one program (no atomics, half the programs); on
+#: an H100 that won 2-3% at 224 / batch 128 and lost 5-6% at 384-1024 / batch 32, where the
+#: longer sequential walk and re-reading the merged map from HBM cost more.
+#:
+#: ``bwd_block_d='auto'``: the power of two in [4, 16] nearest ``D / 24``. Each position's B and
+#: C gradients take one atomic add per channel block, ``D / bwd_block_d`` in all, and on an
+#: H100 (batch 128, docs/benchmarks.md, session 9) the backward was fastest with about 24 of
+#: them: 4 channels at D = 96, 16 at D = 384. ``bwd_num_warps='auto'``: ``max(2, block / 4)``.
+SCAN_TUNING = dict(block_d=4, block_l=64, num_warps=2, bwd_block_d='auto', bwd_num_warps='auto',
+                   min_programs=512, dt_dot=False, pair_max_length=4096)
+
+#: Target number of channel blocks adding into each position's B / C gradient (see above).
+_BWD_ADDS_PER_POSITION = 24
 
 
 class ScanConfig(NamedTuple):
@@ -70,35 +80,57 @@ class ScanConfig(NamedTuple):
     chunks_per_segment: int
     num_warps: int
     dt_dot: bool
+    bwd_block_d: int
+    bwd_num_warps: int
+
+
+def _channels_per_program(block_d: int, smallest: int, batch: int, channels: int) -> int:
+    """``block_d`` halved (not below ``smallest``) while the grid is under ``min_programs``."""
+    while block_d > smallest and triton.cdiv(channels, block_d) * batch * DIRECTIONS < SCAN_TUNING[
+            'min_programs']:
+        block_d //= 2
+    return block_d
+
+
+def _backward_block(channels: int, smallest: int) -> int:
+    """``bwd_block_d``, resolving 'auto' (see :data:`SCAN_TUNING`)."""
+    block = SCAN_TUNING['bwd_block_d']
+    if block != 'auto':
+        return block
+    target = max(1.0, channels / _BWD_ADDS_PER_POSITION)
+    return max(smallest, min(16, 2**round(math.log2(target))))
 
 
 def scan_config(batch: int, channels: int, length: int) -> ScanConfig:
     """Pick block sizes and the segment split for ``(B, D, L)`` (see :data:`SCAN_TUNING`)."""
-    block_d = SCAN_TUNING['block_d']
     block_l = SCAN_TUNING['block_l']
     dt_dot = bool(SCAN_TUNING.get('dt_dot', False))
     smallest = 16 if dt_dot else 4
-    if block_d < smallest or block_l < 16:
-        raise ValueError(f'SCAN_TUNING: block_d must be >= {smallest} and block_l >= 16, got '
-                         f'{block_d} and {block_l}')
+    requested = (SCAN_TUNING['block_d'], _backward_block(channels, smallest))
+    if min(requested) < smallest or block_l < 16:
+        raise ValueError(f'SCAN_TUNING: block_d and bwd_block_d must be >= {smallest} and '
+                         f'block_l >= 16, got {requested} and {block_l}')
     while block_l > 16 and block_l >= 2 * length:
         block_l //= 2
     chunks = triton.cdiv(length, block_l)
-    while block_d > smallest and triton.cdiv(channels, block_d) * batch * DIRECTIONS < SCAN_TUNING[
-            'min_programs']:
-        block_d //= 2
+    block_d, bwd_block_d = (_channels_per_program(b, smallest, batch, channels)
+                            for b in requested)
     programs = triton.cdiv(channels, block_d) * batch * DIRECTIONS
     segments = min(chunks, triton.cdiv(SCAN_TUNING['min_programs'], programs))
     per_segment = triton.cdiv(chunks, max(1, segments))
     segments = triton.cdiv(chunks, per_segment)
+    bwd_num_warps = SCAN_TUNING['bwd_num_warps']
+    if bwd_num_warps == 'auto':
+        bwd_num_warps = max(2, bwd_block_d // 4)
     return ScanConfig(block_d, block_l, chunks, segments, per_segment, SCAN_TUNING['num_warps'],
-                      dt_dot)
+                      dt_dot, bwd_block_d, bwd_num_warps)
 
 
-def _meta(cfg: ScanConfig, rank: int) -> dict:
-    """Compile-time arguments of the scan kernels."""
-    return dict(R=rank, RP=max(16, triton.next_power_of_2(rank)), BD=cfg.block_d,
-                BL=cfg.block_l, DT_DOT=cfg.dt_dot, num_warps=cfg.num_warps)
+def _meta(cfg: ScanConfig, rank: int, backward: bool) -> dict:
+    """Compile-time arguments of the forward or the backward scan kernel."""
+    return dict(R=rank, RP=max(16, triton.next_power_of_2(rank)),
+                BD=cfg.bwd_block_d if backward else cfg.block_d, BL=cfg.block_l,
+                DT_DOT=cfg.dt_dot, num_warps=cfg.bwd_num_warps if backward else cfg.num_warps)
 
 
 def _paired(cfg: ScanConfig, length: int) -> bool:
@@ -110,7 +142,7 @@ def _launch(kernel, cfg: ScanConfig, batch: int, inner: int, paired: bool, args:
             meta: dict) -> None:
     """Run a scan kernel: one paired launch (directions k and k+2 per program, one segment), or
     the segment-summary launch (several segments) and then one program per direction."""
-    channel_blocks = triton.cdiv(inner, cfg.block_d)
+    channel_blocks = triton.cdiv(inner, meta['BD'])
     if paired:
         kernel[(channel_blocks, batch, 2)](*args, SUMMARY=False, PAIRED=True, **meta)
         return
@@ -159,10 +191,39 @@ def _proj_weight_by_slot(x_proj_weight: Tensor, dtype: torch.dtype) -> tuple[Ten
     return rows, cols
 
 
+#: Row stride multiple of the maps the scan kernels read and write (see ss2d_scan).
+ROW_ALIGN = 16
+
+
+def _row_stride(length: int) -> int:
+    """Row stride ``S`` of the scan's maps: ``length`` rounded up to :data:`ROW_ALIGN`."""
+    return triton.cdiv(length, ROW_ALIGN) * ROW_ALIGN
+
+
+def _new_map(batch: int, rows: int, length: int, *, zeroed: bool = False, **kwargs) -> Tensor:
+    """A ``(B, rows, S)`` map for ``length`` positions with row stride ``S =
+    _row_stride(length)``; :func:`_valid` gives its ``(B, rows, length)`` view."""
+    new = torch.zeros if zeroed else torch.empty
+    return new(batch, rows, _row_stride(length), **kwargs)
+
+
+def _valid(row_map: Tensor, length: int) -> Tensor:
+    """The ``(B, rows, length)`` view of a map with padded rows."""
+    return row_map[..., :length]
+
+
 def _scan_inputs(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``x (B, D, H, W)`` (contiguous or channels-last) as the two contiguous maps the scans
-    read: ``(B, D, H*W)`` in row-major and ``(B, D, W*H)`` in column-major position order."""
-    return channel_major(x), channel_major_transposed(x)
+    """``x (B, D, H, W)`` (contiguous or channels-last) as the two maps the scans read:
+    ``(B, D, S)`` with H*W positions per row, in row-major and in column-major position order
+    (``xf`` is a view of ``x`` when ``x`` is contiguous and needs no padding)."""
+    batch, inner, height, width = x.shape
+    length = height * width
+    if _row_stride(length) == length:
+        return channel_major(x), channel_major_transposed(x)
+    xf, xt = (_new_map(batch, inner, length, device=x.device, dtype=x.dtype) for _ in range(2))
+    channel_major(x, out=_valid(xf, length))
+    channel_major_transposed(x, out=_valid(xt, length))
+    return xf, xt
 
 
 def _scan_params(dt_projs_weight: Tensor, dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor,
@@ -188,24 +249,24 @@ def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs
         x = dense_2d(x)
         xf, xt = _scan_inputs(x)
         w_rows, w_cols = _proj_weight_by_slot(x_proj_weight, x.dtype)
-        # (B, 4*(R+2), L) by slot, each direction in its own order.
+        # (B, 4*(R+2), S) by slot, each direction in its own order (padding columns unused).
         proj = torch.cat((torch.matmul(w_rows, xf), torch.matmul(w_cols, xt)), dim=1)
         paired = _paired(cfg, length)
-        new_map = torch.empty if paired else torch.zeros
-        y = new_map(batch, inner, length, **f32)
-        yt = new_map(batch, inner, length, **f32)
+        y = _new_map(batch, inner, length, zeroed=not paired, **f32)
+        yt = _new_map(batch, inner, length, zeroed=not paired, **f32)
         states = torch.empty(batch, DIRECTIONS, inner, cfg.chunks, **f32)
         seg_decay = torch.empty(batch, DIRECTIONS, cfg.segments, inner, **f32)
         seg_state = torch.empty_like(seg_decay)
         args = (xf, xt, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner),
-                y, yt, states, seg_decay, seg_state, inner, length, cfg.chunks, cfg.segments,
-                cfg.chunks_per_segment)
-        meta = _meta(cfg, rank)
+                y, yt, states, seg_decay, seg_state, inner, length, y.shape[2], cfg.chunks,
+                cfg.segments, cfg.chunks_per_segment)
+        meta = _meta(cfg, rank, backward=False)
         with device_guard(x):
             _launch(ss2d_scan_fwd_kernel, cfg, batch, inner, paired, args, meta)
-        transpose_into(yt, y, height, width, accumulate=True)
+        transpose_into(_valid(yt, length), _valid(y, length), height, width, accumulate=True)
         out = torch.empty_like(x)
-        _, mean, rstd = ln2d_forward(y, out_norm_weight, out_norm_bias, eps, flat(out))
+        _, mean, rstd = ln2d_forward(_valid(y, length), out_norm_weight, out_norm_bias, eps,
+                                     flat(out))
     return out, proj, y, mean, rstd, states, seg_decay
 
 
@@ -225,9 +286,10 @@ def _(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_wei
     length = height * width
     cfg = scan_config(batch, inner, length)
     f32 = torch.float32
+    stride = _row_stride(length)
     return (torch.empty_like(dense_2d(x)),
-            x.new_empty(batch, DIRECTIONS * (rank + 2), length),
-            x.new_empty(batch, inner, length, dtype=f32),
+            x.new_empty(batch, DIRECTIONS * (rank + 2), stride),
+            x.new_empty(batch, inner, stride, dtype=f32),
             x.new_empty(batch, length, dtype=f32),
             x.new_empty(batch, length, dtype=f32),
             x.new_empty(batch, DIRECTIONS, inner, cfg.chunks, dtype=f32),
@@ -247,37 +309,43 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
     cfg = scan_config(batch, inner, length)
     f32 = dict(device=x.device, dtype=torch.float32)
     with torch.autocast(x.device.type, enabled=False):
-        grad_y, grad_norm_w, grad_norm_b = ln2d_backward(
-            flat(dense_2d(grad_out)), y, out_norm_weight, mean, rstd, torch.float32)
+        grad_y = _new_map(batch, inner, length, **f32)
+        _, grad_norm_w, grad_norm_b = ln2d_backward(
+            flat(dense_2d(grad_out)), _valid(y, length), out_norm_weight, mean, rstd,
+            torch.float32, out=_valid(grad_y, length))
         x = dense_2d(x)
         xf, xt = _scan_inputs(x)
-        grad_yt = channel_major_transposed(grad_y.view(batch, inner, height, width))
+        grad_yt = _new_map(batch, inner, length, **f32)
+        transpose_into(_valid(grad_y, length), _valid(grad_yt, length), width, height)
         paired = _paired(cfg, length)
-        new_map = torch.empty if paired else torch.zeros
-        grad_x = new_map(batch, inner, length, **f32)
-        grad_xt = new_map(batch, inner, length, **f32)
-        grad_proj = torch.zeros(batch, DIRECTIONS * (rank + 2), length, **f32)  # by slot
-        grad_z = torch.empty(batch, DIRECTIONS, inner, length, device=x.device, dtype=x.dtype)
+        grad_x = _new_map(batch, inner, length, zeroed=not paired, **f32)
+        grad_xt = _new_map(batch, inner, length, zeroed=not paired, **f32)
+        rows = rank + 2
+        grad_proj = _new_map(batch, DIRECTIONS * rows, length, zeroed=True, **f32)  # by slot
+        stride = grad_proj.shape[2]
+        grad_z = torch.empty(batch, DIRECTIONS, inner, stride, device=x.device, dtype=x.dtype)
         grad_chan = torch.empty(batch, DIRECTIONS, cfg.segments, 3, inner, **f32)
         seg_carry = torch.empty_like(seg_decay)
         wdt, bias, a_logs, ds = _scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner)
         args = (xf, xt, proj, wdt, bias, a_logs, ds, grad_y, grad_yt, states, seg_decay,
-                seg_carry, grad_x, grad_xt, grad_z, grad_proj, grad_chan, inner, length,
+                seg_carry, grad_x, grad_xt, grad_z, grad_proj, grad_chan, inner, length, stride,
                 cfg.chunks, cfg.segments, cfg.chunks_per_segment)
-        meta = _meta(cfg, rank)
+        meta = _meta(cfg, rank, backward=True)
         with device_guard(x):
             _launch(ss2d_scan_bwd_kernel, cfg, batch, inner, paired, args, meta)
         # dt projection: delta[b,k] = wdt[k] @ dt_low[b,k], so with gz = d loss / d delta
         # (grad_z, proj and grad_proj by slot; wdt by direction). Both GEMMs span all R+2 rows
         # of a slot (the dt weight padded with zero columns for the B and C rows): an R-sized
-        # dimension (6 in VMamba-T) falls to slow unaligned tensor-core kernels.
-        rows = rank + 2
+        # dimension (6 in VMamba-T) falls to slow unaligned tensor-core kernels. Padding
+        # columns (past ``length``) hold garbage: column-wise products keep it there, and
+        # every sum over positions reads only the valid columns.
         wdt_padded = grad_z.new_zeros(DIRECTIONS, inner, rows)
         wdt_padded[..., :rank] = _swap_slots(wdt)
-        grad_proj.view(batch, DIRECTIONS, rows, length).add_(
+        grad_proj.view(batch, DIRECTIONS, rows, stride).add_(
             torch.matmul(wdt_padded.transpose(1, 2), grad_z))
-        proj_t = proj.view(batch, DIRECTIONS, rows, length).transpose(2, 3).to(grad_z.dtype)
-        grad_wdt = _swap_slots(torch.matmul(grad_z, proj_t).float().sum(0)[..., :rank])
+        proj_t = _valid(proj.view(batch, DIRECTIONS, rows, stride), length).transpose(2, 3)
+        grad_wdt = _swap_slots(torch.matmul(_valid(grad_z, length), proj_t.to(grad_z.dtype))
+                               .float().sum(0)[..., :rank])
         # x projection: the row-major slots come from x, the column-major ones from xt.
         w_rows, w_cols = _proj_weight_by_slot(x_proj_weight, torch.float32)
         half = w_rows.shape[0]
@@ -285,15 +353,16 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         # In place: an out-of-place baddbmm first copies its input map into the result.
         grad_x.baddbmm_(w_rows.t().expand(batch, -1, -1), grad_rows)
         grad_xt.baddbmm_(w_cols.t().expand(batch, -1, -1), grad_cols)
-        transpose_into(grad_xt, grad_x, height, width, accumulate=True)
+        transpose_into(_valid(grad_xt, length), _valid(grad_x, length), height, width,
+                       accumulate=True)
         # (B, 2*(R+2), L) @ (B, L, D) per image in x's dtype (no fp32 copy of x), summed in fp32.
         grad_w_slots = torch.cat([
-            torch.matmul(grad.to(x.dtype), src.transpose(1, 2)).float().sum(0)
-            for grad, src in ((grad_rows, xf), (grad_cols, xt))])
+            torch.matmul(_valid(grad, length).to(x.dtype), _valid(src, length).transpose(1, 2))
+            .float().sum(0) for grad, src in ((grad_rows, xf), (grad_cols, xt))])
         grad_w_proj = _swap_slots(grad_w_slots.view(DIRECTIONS, rows, inner))
         chan = grad_chan.sum((0, 2))  # (4, 3, D): bias, A, Ds
         grad_a_logs = (chan[:, 1] * -torch.exp(a_logs)).reshape(DIRECTIONS * inner, 1)
-    return (channels_last_into(grad_x, torch.empty_like(x)),
+    return (channels_last_into(_valid(grad_x, length), torch.empty_like(x)),
             grad_w_proj.reshape(x_proj_weight.shape).to(x_proj_weight.dtype),
             grad_wdt.to(dt_projs_weight.dtype),
             chan[:, 0].to(dt_projs_bias.dtype).contiguous(),

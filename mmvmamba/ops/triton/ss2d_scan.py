@@ -11,17 +11,30 @@ with several, each direction's program adds atomically into a zeroed map.
 
 The row-major directions (k = 0, 2) read ``x`` and add into ``y``; the column-major ones
 (k = 1, 3) read ``xt``, the transposed copy of the map, and add into ``yt`` (the caller adds
-``yt`` transposed into ``y``). So every direction walks memory contiguously (forwards for
-k < 2, backwards for k >= 2): gathering the column-major orders straight from the row-major
-map cost 2x (56x56) to 12x (256x256) the time of a row-major direction on an H100.
+``yt`` transposed into ``y``). So every direction walks memory contiguously: gathering the
+column-major orders straight from the row-major map cost 2x (56x56) to 12x (256x256) the time
+of a row-major direction on an H100.
+
+Every chunk covers ascending positions ``[c*BL, (c+1)*BL)``; the backward directions
+(k >= 2, ``REVERSE``, a compile-time flag) visit the chunks last first and scan each one with
+``reverse=True``. With ascending offsets (and ``L`` a multiple of 16, which Triton
+specialises on) the compiler can prove each row contiguous and aligned, loads 8 steps per lane
+and gives the scan a layout of one row per warp, 8 consecutive steps per lane: a sequential
+scan in registers and five shuffle levels. Descending offsets (``L-1-l``) left it unable to
+prove anything, and the scan ran on single steps per lane across all warps, through shared
+memory (``tools/analysis/triton_resources.py`` prints the layout).
 
 With several segments a ``SUMMARY`` launch first reduces each segment to its total decay and
 its end state from a zero start; the main launch then starts segment ``s`` from the state
 composed of the summaries of segments ``0..s-1``. The backward does the same in reverse for the
 state gradient.
 
-Layouts (all contiguous; "direction order" is row-major positions ``h*W + w`` for k = 0, 2 and
-column-major positions ``w*H + h`` for k = 1, 3):
+Layouts ("direction order" is row-major positions ``h*W + w`` for k = 0, 2 and column-major
+positions ``w*H + h`` for k = 1, 3). Every map of positions has a row stride ``S``, ``L``
+rounded up to a multiple of 16 (the ``S - L`` padding columns are never read or written), so
+that every row starts 16-element aligned and ``S`` is specialised as a multiple of 16: at
+L = 196 or 49 (VMamba-T's stages 3-4) unaligned rows left the compiler with single-element
+loads, the slow layout and up to 255 registers in the backward. The maps are otherwise dense:
     x, xt  ``(B, D, L)`` activation in row-major / column-major order, any float dtype.
     proj   ``(B, 4, R+2, L)`` x projection, rows dt_low (R), B, C, in direction order; slot
            ``s`` holds direction ``SLOT_DIRECTION[s]`` (slots 0, 1: k = 0, 2 from ``x``;
@@ -34,7 +47,8 @@ column-major positions ``w*H + h`` for k = 1, 3):
     seg_carry ``(B, K, NSEG, D)`` fp32 state-gradient summaries (backward).
 
 Direction ``k`` visits scan step ``l`` at direction-order position ``l`` (k < 2) or
-``L-1-l`` (k >= 2).
+``L-1-l`` (k >= 2). Chunk ``j`` in visiting order (the index of ``states`` and of the segments)
+covers positions ``[c*BL, (c+1)*BL)`` with ``c = j`` (k < 2) or ``c = NCH-1-j`` (k >= 2).
 """
 import triton
 import triton.language as tl
@@ -55,20 +69,31 @@ def _affine_combine(a_left, b_left, a_right, b_right):
 def _adjoint_combine(first_hi, rest_hi, g_hi, first_lo, rest_lo, g_lo):
     """Join the adjoint summaries of steps ``[k+1..r]`` (hi) and ``[l..k]`` (lo).
 
-    A run of steps ``[l..r]`` is summarised by its first decay ``decay[l]``, the product of the
-    others ``decay[l+1] * ... * decay[r]`` and ``g = sum_m decay[l+1] * ... * decay[m] * b[m]``,
-    which for the suffix of a chunk is the state gradient ``grad_h[l]`` of the recurrence
-    ``grad_h[l] = b[l] + decay[l+1] * grad_h[l+1]``. The reverse scan passes the later run
-    first. Carrying ``decay[l]`` along avoids shifting the decays by one step.
+    Steps are numbered in visiting order. A run of steps ``[l..r]`` is summarised by its first
+    decay ``decay[l]``, the product of the others ``decay[l+1] * ... * decay[r]`` and
+    ``g = sum_m decay[l+1] * ... * decay[m] * b[m]``, which for the suffix of a chunk is the
+    state gradient ``grad_h[l]`` of the recurrence ``grad_h[l] = b[l] + decay[l+1] *
+    grad_h[l+1]``. This scan runs against the visiting order, and ``tl.associative_scan``
+    passes the run it meets first (the later one) first. Carrying ``decay[l]`` along avoids
+    shifting the decays by one step.
     """
     link = rest_lo * first_hi
     return first_lo, link * rest_hi, g_lo + link * g_hi
 
 
 @triton.jit
-def _positions(k, steps, L):
-    """Direction-order position of scan step ``steps`` in direction ``k``."""
-    return tl.where(k >= 2, L - 1 - steps, steps)
+def _chunk_positions(j, cols, NCH, BL: tl.constexpr, REVERSE: tl.constexpr):
+    """Ascending direction-order positions of the ``j``-th chunk visited."""
+    if REVERSE:
+        return (NCH - 1 - j) * BL + cols
+    return j * BL + cols
+
+
+@triton.jit
+def _edge_column(tile, cols, LAST: tl.constexpr, REVERSE: tl.constexpr, BL: tl.constexpr):
+    """Column of a ``(BD, BL)`` tile visited last (``LAST``) or first in a chunk: ``(BD,)``."""
+    edge: tl.constexpr = (BL - 1) if LAST != REVERSE else 0
+    return tl.sum(tl.where(cols[None, :] == edge, tile, 0.0), axis=1)
 
 
 @triton.jit
@@ -86,7 +111,14 @@ def _softplus(z):
 
 
 @triton.jit
-def _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, L, R: tl.constexpr,
+def _row_tile(pos, step_ok, BD: tl.constexpr, BL: tl.constexpr):
+    """Offsets and mask of a per-position row as a ``(BD, BL)`` tile (see _chunk_inputs)."""
+    return (tl.broadcast_to(pos[None, :], (BD, BL)),
+            tl.broadcast_to(step_ok[None, :], (BD, BL)))
+
+
+@triton.jit
+def _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, S, R: tl.constexpr,
                    RP: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr):
     """``delta = wdt @ dt_low`` for one chunk: ``(BD, BL)`` fp32.
 
@@ -97,41 +129,42 @@ def _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, L, R: tl.constexpr,
         ranks = tl.arange(0, RP)
         w_dt = tl.load(wdt_rows[:, None] + ranks[None, :],
                        mask=chan_ok[:, None] & (ranks[None, :] < R), other=0.0)
-        low = tl.load(proj_k + ranks[:, None] * L + pos[None, :],
+        low = tl.load(proj_k + ranks[:, None] * S + pos[None, :],
                       mask=(ranks[:, None] < R) & step_ok[None, :], other=0.0).to(tl.float32)
         delta = tl.dot(w_dt, low, input_precision='tf32x3')
     else:
+        row_offs, row_ok = _row_tile(pos, step_ok, BD, BL)
         delta = tl.zeros([BD, BL], dtype=tl.float32)
         for r in tl.static_range(R):
             w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
-            low_r = tl.load(proj_k + r * L + pos, mask=step_ok, other=0.0).to(tl.float32)
-            delta += w_r[:, None] * low_r[None, :]
+            low_r = tl.load(proj_k + r * S + row_offs, mask=row_ok, other=0.0).to(tl.float32)
+            delta += w_r[:, None] * low_r
     return delta
 
 
 @triton.jit
-def _chunk_inputs(x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L,
+def _chunk_inputs(x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, S,
                   R: tl.constexpr, RP: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr,
                   DT_DOT: tl.constexpr):
     """Load one chunk and form its recurrence terms; padding steps get decay 1, drive 0.
 
-    Returns ``u, z, dt, decay, drive`` as ``(BD, BL)`` fp32 and ``b_in, c_out`` as ``(BL,)``.
+    Returns ``u, z, dt, decay, drive, b_in, c_out``, all ``(BD, BL)`` fp32. The per-position
+    rows (dt_low, B, C) are loaded as whole tiles, every channel row reading the same
+    positions (from L1), rather than as ``(BL,)`` vectors broadcast across channels: the
+    vectors' layout made the compiler compute the dt projection and softplus in a layout of
+    single steps per lane and convert the tiles to the scan's layout through shared memory.
     """
     tile_ok = chan_ok[:, None] & step_ok[None, :]
+    row_offs, row_ok = _row_tile(pos, step_ok, BD, BL)
     u = tl.load(x_b + offs, mask=tile_ok, other=0.0).to(tl.float32)
-    delta = _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, L, R, RP, BD, BL, DT_DOT)
-    b_in = tl.load(proj_k + R * L + pos, mask=step_ok, other=0.0).to(tl.float32)
-    c_out = tl.load(proj_k + (R + 1) * L + pos, mask=step_ok, other=0.0).to(tl.float32)
+    delta = _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, S, R, RP, BD, BL, DT_DOT)
+    b_in = tl.load(proj_k + R * S + row_offs, mask=row_ok, other=0.0).to(tl.float32)
+    c_out = tl.load(proj_k + (R + 1) * S + row_offs, mask=row_ok, other=0.0).to(tl.float32)
     z = delta + bias[:, None]
     dt = _softplus(z)
     decay = tl.where(tile_ok, tl.exp(dt * a_coef[:, None]), 1.0)
-    drive = tl.where(tile_ok, dt * b_in[None, :] * u, 0.0)
+    drive = tl.where(tile_ok, dt * b_in * u, 0.0)
     return u, z, dt, decay, drive, b_in, c_out
-
-
-@triton.jit
-def _last_column(tile, cols, BL: tl.constexpr):
-    return tl.sum(tl.where(cols[None, :] == BL - 1, tile, 0.0), axis=1)
 
 
 @triton.jit
@@ -142,7 +175,7 @@ def _program_channels(D, BD: tl.constexpr):
 
 
 @triton.jit
-def _direction_setup(k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, L, NCH, NSEG,
+def _direction_setup(k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, S, NCH, NSEG,
                      R: tl.constexpr):
     """Per-direction parameters and row offsets shared by the forward and the backward.
 
@@ -155,7 +188,7 @@ def _direction_setup(k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, L, NCH, N
     bias = tl.load(bias_ptr + kd, mask=chan_ok, other=0.0)
     a_coef = -tl.exp(tl.load(a_ptr + kd, mask=chan_ok, other=0.0))  # A = -exp(A_logs)
     skip = tl.load(ds_ptr + kd, mask=chan_ok, other=0.0)
-    slot_row = (b * 4 + _proj_slot(k)) * (R + 2) * L
+    slot_row = (b * 4 + _proj_slot(k)) * (R + 2) * S
     state_rows = ((b * 4 + k) * D + chans).to(tl.int64) * NCH
     seg_base = ((b * 4 + k) * NSEG) * D + chans
     return bias, a_coef, skip, slot_row, kd, state_rows, seg_base
@@ -175,19 +208,19 @@ def _merge(dst, value, mask, MERGE: tl.constexpr):
 @triton.jit
 def _scan_direction_fwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
                         a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr,
-                        D, L, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
+                        D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
-                        SUMMARY: tl.constexpr, MERGE: tl.constexpr):
-    """One program's work for direction ``k``, segment ``seg`` (see the forward kernel)."""
+                        SUMMARY: tl.constexpr, MERGE: tl.constexpr, REVERSE: tl.constexpr):
+    """One program's work for direction ``k`` (``REVERSE``: ``k >= 2``), segment ``seg``."""
     cols = tl.arange(0, BL)
     bias, a_coef, skip, slot_row, kd, state_offs, seg_base = _direction_setup(
-        k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, L, NCH, NSEG, R)
+        k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, S, NCH, NSEG, R)
     if k % 2 == 1:  # column-major directions: the transposed map
-        x_b = xt_ptr + b * D * L
-        y_b = yt_ptr + b * D * L
+        x_b = xt_ptr + b * D * S
+        y_b = yt_ptr + b * D * S
     else:
-        x_b = x_ptr + b * D * L
-        y_b = y_ptr + b * D * L
+        x_b = x_ptr + b * D * S
+        y_b = y_ptr + b * D * S
     proj_k = proj_ptr + slot_row
     wdt_rows = wdt_ptr + kd * R
     state_rows = states_ptr + state_offs
@@ -195,29 +228,30 @@ def _scan_direction_fwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
     h = tl.zeros([BD], dtype=tl.float32)
     total_decay = tl.full([BD], 1.0, dtype=tl.float32)
     if not SUMMARY:
-        for j in range(seg):  # state entering this segment, from the earlier segments
-            seg_decay = tl.load(seg_decay_ptr + seg_base + j * D, mask=chan_ok, other=1.0)
-            seg_state = tl.load(seg_state_ptr + seg_base + j * D, mask=chan_ok, other=0.0)
+        for earlier in range(seg):  # state entering this segment, from the earlier segments
+            seg_decay = tl.load(seg_decay_ptr + seg_base + earlier * D, mask=chan_ok, other=1.0)
+            seg_state = tl.load(seg_state_ptr + seg_base + earlier * D, mask=chan_ok, other=0.0)
             h = seg_decay * h + seg_state
     first = seg * SEG_CH
-    for c in range(first, tl.minimum(first + SEG_CH, NCH)):
-        steps = c * BL + cols
-        step_ok = steps < L
-        pos = _positions(k, steps, L)
-        offs = chans[:, None] * L + pos[None, :]  # int32: one image's (D, L) fits
+    for j in range(first, tl.minimum(first + SEG_CH, NCH)):
+        pos = _chunk_positions(j, cols, NCH, BL, REVERSE)
+        step_ok = pos < L
+        offs = chans[:, None] * S + pos[None, :]  # int32: one image's (D, S) fits
         u, z, dt, decay, drive, b_in, c_out = _chunk_inputs(
-            x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L, R, RP, BD, BL,
+            x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, S, R, RP, BD, BL,
             DT_DOT)
-        decay_cum, h_local = tl.associative_scan((decay, drive), 1, _affine_combine)
+        decay_cum, h_local = tl.associative_scan((decay, drive), 1, _affine_combine,
+                                                 reverse=REVERSE)
         h_all = h_local + decay_cum * h[:, None]
         if SUMMARY:
-            total_decay *= _last_column(decay_cum, cols, BL)
+            total_decay *= _edge_column(decay_cum, cols, True, REVERSE, BL)
         else:
-            tl.store(state_rows + c, h, mask=chan_ok)
-            y = c_out[None, :] * h_all + skip[:, None] * u
+            tl.store(state_rows + j, h, mask=chan_ok)
+            y = c_out * h_all + skip[:, None] * u
             _merge(y_b + offs, y, chan_ok[:, None] & step_ok[None, :], MERGE)
-        # Steps past L decay by 1 with no drive, so the last column is the chunk's final state.
-        h = _last_column(h_all, cols, BL)
+        # Padding steps (past L: the end of the last chunk, which a REVERSE direction visits
+        # first) decay by 1 with no drive, so the column visited last holds the final state.
+        h = _edge_column(h_all, cols, True, REVERSE, BL)
     if SUMMARY:
         tl.store(seg_decay_ptr + seg_base + seg * D, total_decay, mask=chan_ok)
         tl.store(seg_state_ptr + seg_base + seg * D, h, mask=chan_ok)
@@ -226,7 +260,7 @@ def _scan_direction_fwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
 @triton.jit
 def ss2d_scan_fwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_ptr,
                          yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr,
-                         D, L, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
+                         D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
                          BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
                          SUMMARY: tl.constexpr, PAIRED: tl.constexpr):
     """Forward. See the module docstring.
@@ -242,32 +276,40 @@ def ss2d_scan_fwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_p
         k = tl.program_id(2)
         _scan_direction_fwd(k, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
                             a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr,
-                            seg_state_ptr, D, L, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
-                            False, 1)
+                            seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
+                            False, 1, False)
         tl.debug_barrier()  # the second direction reads what other threads stored
         _scan_direction_fwd(k + 2, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
                             bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr,
-                            seg_state_ptr, D, L, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
-                            False, 2)
+                            seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
+                            False, 2, True)
     else:
-        _scan_direction_fwd(tl.program_id(2) // NSEG, tl.program_id(2) % NSEG, b, chans,
-                            chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr,
-                            y_ptr, yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr, D, L, NCH,
-                            NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, SUMMARY, 0)
+        k = tl.program_id(2) // NSEG
+        seg = tl.program_id(2) % NSEG
+        if k >= 2:
+            _scan_direction_fwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
+                                bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr,
+                                seg_decay_ptr, seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP,
+                                BD, BL, DT_DOT, SUMMARY, 0, True)
+        else:
+            _scan_direction_fwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
+                                bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr,
+                                seg_decay_ptr, seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP,
+                                BD, BL, DT_DOT, SUMMARY, 0, False)
 
 
 @triton.jit
 def _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
                         a_ptr, ds_ptr, gy_ptr, gyt_ptr, states_ptr, seg_decay_ptr,
                         seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr,
-                        D, L, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
+                        D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
-                        SUMMARY: tl.constexpr, MERGE: tl.constexpr):
-    """One program's work for direction ``k``, segment ``seg`` (see the backward kernel)."""
+                        SUMMARY: tl.constexpr, MERGE: tl.constexpr, REVERSE: tl.constexpr):
+    """One program's work for direction ``k`` (``REVERSE``: ``k >= 2``), segment ``seg``."""
     cols = tl.arange(0, BL)
     bias, a_coef, skip, slot_row, kd, state_offs, seg_base = _direction_setup(
-        k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, L, NCH, NSEG, R)
-    image = b * D * L
+        k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, S, NCH, NSEG, R)
+    image = b * D * S
     if k % 2 == 1:  # column-major directions: the transposed maps
         x_b = xt_ptr + image
         gy_b = gyt_ptr + image
@@ -287,41 +329,44 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
     carry = tl.zeros([BD], dtype=tl.float32)  # decay[l+1] * grad_h[l+1] from the next chunk
     if not SUMMARY:
         for i in range(NSEG - 1 - seg):  # from the later segments, last first
-            j = NSEG - 1 - i
-            seg_decay = tl.load(seg_decay_ptr + seg_base + j * D, mask=chan_ok, other=1.0)
-            seg_carry = tl.load(seg_carry_ptr + seg_base + j * D, mask=chan_ok, other=0.0)
+            later = NSEG - 1 - i
+            seg_decay = tl.load(seg_decay_ptr + seg_base + later * D, mask=chan_ok, other=1.0)
+            seg_carry = tl.load(seg_carry_ptr + seg_base + later * D, mask=chan_ok, other=0.0)
             carry = seg_carry + seg_decay * carry
     first = seg * SEG_CH
     last = tl.minimum(first + SEG_CH, NCH)
-    for c_rev in range(last - first):
-        c = last - 1 - c_rev
-        steps = c * BL + cols
-        step_ok = steps < L
+    # The columns a chunk visits last and first (in the forward's order).
+    last_col = cols[None, :] == ((BL - 1) if not REVERSE else 0)
+    first_col = cols[None, :] == (0 if not REVERSE else (BL - 1))
+    for j_rev in range(last - first):
+        j = last - 1 - j_rev
+        pos = _chunk_positions(j, cols, NCH, BL, REVERSE)
+        step_ok = pos < L
         tile_ok = chan_ok[:, None] & step_ok[None, :]
-        pos = _positions(k, steps, L)
-        offs = chans[:, None] * L + pos[None, :]  # int32: one image's (D, L) fits
+        offs = chans[:, None] * S + pos[None, :]  # int32: one image's (D, S) fits
         u, z, dt, decay, drive, b_in, c_out = _chunk_inputs(
-            x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, L, R,
+            x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, S, R,
             RP, BD, BL, DT_DOT)
         gy = tl.load(gy_b + offs, mask=tile_ok, other=0.0)
 
-        # grad_h[l] = C[l] * gy[l] + decay[l+1] * grad_h[l+1], the last column taking the carry:
-        # a reverse scan of adjoint summaries (see _adjoint_combine; shifting the decays by one
-        # column with tl.gather instead cost 17% of the core's forward+backward at stage 1).
-        is_last = cols[None, :] == BL - 1
-        g_out = c_out[None, :] * gy + tl.where(is_last, carry[:, None], 0.0)
+        # grad_h[l] = C[l] * gy[l] + decay[l+1] * grad_h[l+1] (steps in visiting order), the
+        # step visited last taking the carry: a scan of adjoint summaries against the visiting
+        # order (see _adjoint_combine; shifting the decays by one column with tl.gather instead
+        # cost 17% of the core's forward+backward at stage 1).
+        g_out = c_out * gy + tl.where(last_col, carry[:, None], 0.0)
         _, _, g_h = tl.associative_scan((decay, tl.full([BD, BL], 1.0, tl.float32), g_out), 1,
-                                        _adjoint_combine, reverse=True)
-        carry = tl.sum(tl.where(cols[None, :] == 0, decay * g_h, 0.0), axis=1)
+                                        _adjoint_combine, reverse=not REVERSE)
+        carry = tl.sum(tl.where(first_col, decay * g_h, 0.0), axis=1)
 
         if not SUMMARY:
-            h0 = tl.load(state_rows + c, mask=chan_ok, other=0.0)
-            decay_cum, h_local = tl.associative_scan((decay, drive), 1, _affine_combine)
+            h0 = tl.load(state_rows + j, mask=chan_ok, other=0.0)
+            decay_cum, h_local = tl.associative_scan((decay, drive), 1, _affine_combine,
+                                                     reverse=REVERSE)
             h_all = h_local + decay_cum * h0[:, None]
             decayed_prev = h_all - drive  # decay[l] * h[l-1]
-            g_dt = g_h * (a_coef[:, None] * decayed_prev + b_in[None, :] * u)
+            g_dt = g_h * (a_coef[:, None] * decayed_prev + b_in * u)
             g_z = tl.where(tile_ok, g_dt * tl.sigmoid(z), 0.0)
-            g_u = skip[:, None] * gy + g_h * dt * b_in[None, :]
+            g_u = skip[:, None] * gy + g_h * dt * b_in
             _merge(gx_b + offs, g_u, tile_ok, MERGE)
 
             g_skip += tl.sum(gy * u, axis=1)
@@ -329,9 +374,9 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
             g_bias += tl.sum(g_z, axis=1)
             g_b = tl.sum(g_h * dt * u, axis=0)
             g_c = tl.sum(gy * h_all, axis=0)
-            tl.atomic_add(gproj_k + R * L + pos, g_b, mask=step_ok, sem='relaxed')
-            tl.atomic_add(gproj_k + (R + 1) * L + pos, g_c, mask=step_ok, sem='relaxed')
-            gz_k = gz_ptr + (b * 4 + _proj_slot(k)) * D * L
+            tl.atomic_add(gproj_k + R * S + pos, g_b, mask=step_ok, sem='relaxed')
+            tl.atomic_add(gproj_k + (R + 1) * S + pos, g_c, mask=step_ok, sem='relaxed')
+            gz_k = gz_ptr + (b * 4 + _proj_slot(k)) * D * S
             tl.store(gz_k + offs, g_z.to(gz_ptr.dtype.element_ty), mask=tile_ok)
 
     if SUMMARY:
@@ -348,7 +393,7 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
 def ss2d_scan_bwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_ptr,
                          gyt_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
                          gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr,
-                         D, L, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
+                         D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
                          BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
                          SUMMARY: tl.constexpr, PAIRED: tl.constexpr):
     """Backward of :func:`ss2d_scan_fwd_kernel`, walking each segment's chunks in reverse.
@@ -372,16 +417,25 @@ def ss2d_scan_bwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_p
         k = tl.program_id(2)
         _scan_direction_bwd(k, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
                             a_ptr, ds_ptr, gy_ptr, gyt_ptr, states_ptr, seg_decay_ptr,
-                            seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L,
-                            NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, False, 1)
+                            seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S,
+                            NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, False, 1, False)
         tl.debug_barrier()  # the second direction reads what other threads stored
         _scan_direction_bwd(k + 2, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
                             bias_ptr, a_ptr, ds_ptr, gy_ptr, gyt_ptr, states_ptr, seg_decay_ptr,
-                            seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L,
-                            NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, False, 2)
+                            seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S,
+                            NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, False, 2, True)
     else:
-        _scan_direction_bwd(tl.program_id(2) // NSEG, tl.program_id(2) % NSEG, b, chans,
-                            chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr,
-                            gy_ptr, gyt_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr, gx_ptr,
-                            gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, NCH, NSEG, SEG_CH, R, RP,
-                            BD, BL, DT_DOT, SUMMARY, 0)
+        k = tl.program_id(2) // NSEG
+        seg = tl.program_id(2) % NSEG
+        if k >= 2:
+            _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
+                                bias_ptr, a_ptr, ds_ptr, gy_ptr, gyt_ptr, states_ptr,
+                                seg_decay_ptr, seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr,
+                                gchan_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
+                                SUMMARY, 0, True)
+        else:
+            _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
+                                bias_ptr, a_ptr, ds_ptr, gy_ptr, gyt_ptr, states_ptr,
+                                seg_decay_ptr, seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr,
+                                gchan_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
+                                SUMMARY, 0, False)

@@ -72,11 +72,13 @@ def _copy_tiles(src: Tensor, dst: Tensor, sizes: tuple[int, int, int, int], src_
 
 def transpose_into(src: Tensor, dst: Tensor, rows: int, cols: int,
                    accumulate: bool = False) -> Tensor:
-    """Write (or add) the transpose of each ``(cols, rows)`` plane of ``src`` into ``dst``.
+    """Write (or add) the transpose of each plane of ``src`` into ``dst``.
 
     Args:
-        src (Tensor): contiguous, ``P * cols * rows`` elements: ``P`` planes of ``(cols, rows)``.
-        dst (Tensor): contiguous, same number of elements: ``P`` planes of ``(rows, cols)``.
+        src (Tensor): ``(P, Q, cols*rows)``, planes of ``(cols, rows)`` along the last
+            dimension (unit stride; the first two may have any strides, so a view of a map
+            with padded rows works).
+        dst (Tensor): ``(P, Q, rows*cols)`` likewise, planes of ``(rows, cols)``.
         rows (int): Rows of a ``dst`` plane.
         cols (int): Columns of a ``dst`` plane.
         accumulate (bool): Add into ``dst`` (in fp32) instead of overwriting it.
@@ -84,13 +86,15 @@ def transpose_into(src: Tensor, dst: Tensor, rows: int, cols: int,
     Returns:
         Tensor: ``dst``.
     """
-    if not (src.is_contiguous() and dst.is_contiguous()) or src.numel() != dst.numel():
+    if (src.dim() != 3 or src.shape != dst.shape or src.shape[2] != rows * cols
+            or src.stride(2) != 1 or dst.stride(2) != 1):
         raise ValueError(f'transpose_into: src {tuple(src.shape)} and dst {tuple(dst.shape)} '
-                         f'must be contiguous with the same number of elements')
-    planes = src.numel() // max(1, rows * cols)
-    plane = rows * cols
-    return _copy_tiles(src, dst, (planes, 1, rows, cols), Strides(plane, 0, 1, rows),
-                       Strides(plane, 0, cols, 1), accumulate)
+                         f'must have the same shape (P, Q, rows*cols = {rows * cols}) with unit '
+                         f'stride in the last dimension')
+    outer, inner, _ = src.shape
+    return _copy_tiles(src, dst, (outer, inner, rows, cols),
+                       Strides(src.stride(0), src.stride(1), 1, rows),
+                       Strides(dst.stride(0), dst.stride(1), cols, 1), accumulate)
 
 
 def is_channels_last(x: Tensor) -> bool:
@@ -110,52 +114,66 @@ def flat(x: Tensor) -> Tensor:
     return x.view(x.shape[0], x.shape[1], -1)
 
 
-def channel_major(x: Tensor) -> Tensor:
-    """``x (B, D, H, W)`` as a contiguous ``(B, D, H*W)`` map (row-major positions).
+def _map_strides(out: Tensor, batch: int, channels: int, length: int) -> tuple[int, int]:
+    """Batch and channel strides of ``out``, a ``(B, D, L)`` map with unit position stride."""
+    if out.shape != (batch, channels, length) or out.stride(2) != 1:
+        raise ValueError(f'out must be a (B, D, L) = {(batch, channels, length)} map with unit '
+                         f'stride along L, got {tuple(out.shape)} with strides {out.stride()}')
+    return out.stride(0), out.stride(1)
 
-    A view when ``x`` is contiguous; a tiled copy when it is channels-last; ``.contiguous()``
-    otherwise.
+
+def channel_major(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """``x (B, D, H, W)`` as a ``(B, D, H*W)`` map (row-major positions).
+
+    Without ``out``: a contiguous map, a view when ``x`` is contiguous, a tiled copy when it is
+    channels-last, ``.contiguous()`` otherwise. ``out``: a ``(B, D, H*W)`` map with unit stride
+    along positions (e.g. a view of a map with padded rows) to write into.
     """
     batch, channels, height, width = x.shape
     length = height * width
     if not is_channels_last(x):
-        return x.contiguous().view(batch, channels, length)
-    out = x.new_empty(batch, channels, length)
+        dense = x.contiguous().view(batch, channels, length)
+        return dense if out is None else out.copy_(dense)
+    if out is None:
+        out = x.new_empty(batch, channels, length)
+    out_batch, out_channel = _map_strides(out, batch, channels, length)
     # out[b, 0, d, l] = x[b, l, d] (channels-last memory).
     return _copy_tiles(x, out, (batch, 1, channels, length),
                        Strides(length * channels, 0, 1, channels),
-                       Strides(channels * length, 0, length, 1))
+                       Strides(out_batch, 0, out_channel, 1))
 
 
-def channel_major_transposed(x: Tensor) -> Tensor:
-    """``x (B, D, H, W)`` as a contiguous ``(B, D, W*H)`` map (column-major positions)."""
+def channel_major_transposed(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """``x (B, D, H, W)`` as a ``(B, D, W*H)`` map (column-major positions), contiguous or
+    written into ``out`` (as in :func:`channel_major`)."""
     batch, channels, height, width = x.shape
     length = height * width
-    out = x.new_empty(batch, channels, length)
+    if out is None:
+        out = x.new_empty(batch, channels, length)
     if not is_channels_last(x):
         return transpose_into(x.contiguous().view(batch, channels, length), out, width, height)
+    out_batch, out_channel = _map_strides(out, batch, channels, length)
     # out[b, w, d, h] = x[b, h, w, d]: outer b, inner w, rows d, cols h.
     return _copy_tiles(x, out, (batch, width, channels, height),
                        Strides(length * channels, channels, 1, width * channels),
-                       Strides(channels * length, height, length, 1))
+                       Strides(out_batch, height, out_channel, 1))
 
 
 def channels_last_into(src: Tensor, dst: Tensor) -> Tensor:
-    """Copy a channel-major ``src (B, D, H*W)`` into ``dst (B, D, H, W)``, whatever the latter's
-    layout (channels-last or contiguous), casting to ``dst.dtype``.
+    """Copy a channel-major ``src (B, D, H*W)`` (unit stride along positions) into
+    ``dst (B, D, H, W)``, whatever the latter's layout (channels-last or contiguous), casting to
+    ``dst.dtype``.
 
     Returns:
         Tensor: ``dst``.
     """
     batch, channels, height, width = dst.shape
     length = height * width
-    if src.shape != (batch, channels, length) or not src.is_contiguous():
-        raise ValueError(f'channels_last_into: src must be contiguous (B, D, H*W) = '
-                         f'{(batch, channels, length)}, got {tuple(src.shape)}')
+    src_batch, src_channel = _map_strides(src, batch, channels, length)
     if not is_channels_last(dst):
         dst.view(batch, channels, length).copy_(src)
         return dst
     # dst[b, l, d] = src[b, d, l]: rows l, cols d (channels-last memory).
     return _copy_tiles(src, dst, (batch, 1, length, channels),
-                       Strides(channels * length, 0, 1, length),
+                       Strides(src_batch, 0, 1, src_channel),
                        Strides(length * channels, 0, channels, 1))
