@@ -6,7 +6,7 @@ check a kernel change before spending device time (``docs/benchmarks.md`` lists 
 
 Example::
 
-    python tools/analysis/triton_resources.py --block-d 4 --block-l 256 --rank 6 --warps 4
+    python tools/analysis/triton_resources.py --block-d 4 --block-l 64 --rank 6 --warps 2
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ HALF_POINTERS = ('x_ptr', 'xt_ptr', 'proj_ptr', 'gz_ptr')  # in the activation's
 def inspect(kernel, constexprs: dict, args: argparse.Namespace) -> str:
     """Compile ``kernel`` for the target; its argument types come from its own parameter list:
     ``*_ptr`` are pointers (``HALF_POINTERS`` in ``--dtype``, the rest fp32), other
-    non-constexpr parameters int32."""
+    non-constexpr parameters int32. Also reports the layout of the scans' tiles (see
+    ``ss2d_scan``: consecutive steps per lane, a row within one warp, is the fast one)."""
     signature = {}
     for param in kernel.params:
         name = param.name
@@ -39,7 +40,12 @@ def inspect(kernel, constexprs: dict, args: argparse.Namespace) -> str:
             signature[name] = '*' + (args.dtype if name in HALF_POINTERS else 'fp32')
         else:
             signature[name] = 'i32'
-    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+    # As a launch specialises them: pointers from torch allocations and the row stride S (a
+    # multiple of 16 by construction) are 16-divisible; L is left unspecialised (196, 49, ...).
+    aligned = {(i, ): [['tt.divisibility', 16]] for i, param in enumerate(kernel.params)
+               if param.name.endswith('_ptr') or param.name == 'S'}
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs,
+                                        attrs=aligned),
                               target=GPUTarget('cuda', args.arch, 32),
                               options=dict(num_warps=args.warps))
     tools = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin')
@@ -53,16 +59,24 @@ def inspect(kernel, constexprs: dict, args: argparse.Namespace) -> str:
     resources = re.search(r'REG:(\d+) STACK:(\d+)', usage)
     ops = re.findall(r'^\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)', sass, re.M)
     mix = collections.Counter(ops).most_common(args.top)
+    ttgir = compiled.asm['ttgir']
+    layouts = dict(re.findall(r'^(#blocked\d*) = #ttg\.blocked<\{(sizePerThread = [^,]+, [^,]+, '
+                              r'threadsPerWarp = [^,]+, [^,]+, warpsPerCTA = [^,]+, [^,]+),', ttgir,
+                              re.M))
+    scan = re.search(r'"tt\.scan".*?tensor<\d+x\d+xf32, (#blocked\d*)>', ttgir, re.S)
+    converts = len(re.findall(r'ttg\.convert_layout %\S+ : tensor<\d+x\d+x', ttgir))
     return (f'registers {resources.group(1)}, stack {resources.group(2)} B, '
-            f'{len(ops)} instructions: ' + ', '.join(f'{op} {n}' for op, n in mix))
+            f'{len(ops)} instructions: ' + ', '.join(f'{op} {n}' for op, n in mix)
+            + f'; scan layout {layouts.get(scan.group(1)) if scan else "?"}, '
+            f'{converts} tile layout conversions')
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--block-d', type=int, default=4)
-    parser.add_argument('--block-l', type=int, default=256)
+    parser.add_argument('--block-l', type=int, default=64)
     parser.add_argument('--rank', type=int, default=6, help='dt rank R')
-    parser.add_argument('--warps', type=int, default=4)
+    parser.add_argument('--warps', type=int, default=2)
     parser.add_argument('--dt-dot', action='store_true')
     parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp16', 'fp32'])
     parser.add_argument('--arch', type=int, default=90)

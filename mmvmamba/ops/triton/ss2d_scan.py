@@ -17,10 +17,11 @@ of a row-major direction on an H100.
 
 Every chunk covers ascending positions ``[c*BL, (c+1)*BL)``; the backward directions
 (k >= 2, ``REVERSE``, a compile-time flag) visit the chunks last first and scan each one with
-``reverse=True``. With ascending offsets (and ``L`` a multiple of 16, which Triton
-specialises on) the compiler can prove each row contiguous and aligned, loads 8 steps per lane
-and gives the scan a layout of one row per warp, 8 consecutive steps per lane: a sequential
-scan in registers and five shuffle levels. Descending offsets (``L-1-l``) left it unable to
+``reverse=True``. With ascending offsets (and the row stride ``S`` a multiple of 16, which
+Triton specialises on) the compiler can prove each row contiguous and aligned, loads several
+steps per lane at once and gives the scan a layout with those consecutive steps in each lane
+and a row within one warp (4 steps x 16 lanes at the default 64-step chunks, 8 x 32 at 256): a
+sequential scan in registers, then shuffles. Descending offsets (``L-1-l``) left it unable to
 prove anything, and the scan ran on single steps per lane across all warps, through shared
 memory (``tools/analysis/triton_resources.py`` prints the layout).
 
