@@ -185,26 +185,6 @@ def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
     assert dot['dt_dot'] and dot['segments'] > 1 and dot['block_d'] == 16
 
 
-def test_backward_channel_block_follows_the_channel_count():
-    """'auto': about 24 channel blocks per position's B / C gradient, within [4, 16]; an
-    explicit setting is kept."""
-    from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING, scan_config
-
-    saved = dict(SCAN_TUNING)
-    try:
-        SCAN_TUNING.update(bwd_block_d='auto', bwd_num_warps='auto', dt_dot=False)
-        picked = {inner: scan_config(128, inner, 196) for inner in (48, 96, 192, 384, 768)}
-        assert [(c.bwd_block_d, c.bwd_num_warps) for c in picked.values()] == [
-            (4, 2), (4, 2), (8, 2), (16, 4), (16, 4)]
-        assert all(c.block_d == saved['block_d'] for c in picked.values())
-        SCAN_TUNING.update(bwd_block_d=8, bwd_num_warps=8)
-        config = scan_config(128, 768, 196)
-        assert (config.bwd_block_d, config.bwd_num_warps) == (8, 8)
-    finally:
-        SCAN_TUNING.clear()
-        SCAN_TUNING.update(saved)
-
-
 def test_slot_order_is_spelled_the_same_everywhere():
     """The kernels' slot of a direction, the weight split and the slot swap agree with
     ``SLOT_DIRECTION`` (the proj slot order: the row-major directions first)."""

@@ -24,7 +24,6 @@ same two functions through a plain ``autograd.Function``, which costs less host 
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -59,15 +58,11 @@ DIRECTIONS = 4
 #: an H100 that won 2-3% at 224 / batch 128 and lost 5-6% at 384-1024 / batch 32, where the
 #: longer sequential walk and re-reading the merged map from HBM cost more.
 #:
-#: ``bwd_block_d='auto'``: the power of two in [4, 16] nearest ``D / 24``. Each position's B and
-#: C gradients take one atomic add per channel block, ``D / bwd_block_d`` in all, and on an
-#: H100 (batch 128, docs/benchmarks.md, session 9) the backward was fastest with about 24 of
-#: them: 4 channels at D = 96, 16 at D = 384. ``bwd_num_warps='auto'``: ``max(2, block / 4)``.
-SCAN_TUNING = dict(block_d=4, block_l=64, num_warps=2, bwd_block_d='auto', bwd_num_warps='auto',
+#: Defaults: the fastest by kernel time (profiler) of a sweep at VMamba-T's batch-128 stage
+#: shapes on an H100 (docs/benchmarks.md, session 9, run 38): 4 channels x 64 steps, 2 warps,
+#: for both kernels (stage 4, 768 channels, was 7% faster with 8 channels in the backward).
+SCAN_TUNING = dict(block_d=4, block_l=64, num_warps=2, bwd_block_d=4, bwd_num_warps=2,
                    min_programs=512, dt_dot=False, pair_max_length=4096)
-
-#: Target number of channel blocks adding into each position's B / C gradient (see above).
-_BWD_ADDS_PER_POSITION = 24
 
 
 class ScanConfig(NamedTuple):
@@ -92,21 +87,12 @@ def _channels_per_program(block_d: int, smallest: int, batch: int, channels: int
     return block_d
 
 
-def _backward_block(channels: int, smallest: int) -> int:
-    """``bwd_block_d``, resolving 'auto' (see :data:`SCAN_TUNING`)."""
-    block = SCAN_TUNING['bwd_block_d']
-    if block != 'auto':
-        return block
-    target = max(1.0, channels / _BWD_ADDS_PER_POSITION)
-    return max(smallest, min(16, 2**round(math.log2(target))))
-
-
 def scan_config(batch: int, channels: int, length: int) -> ScanConfig:
     """Pick block sizes and the segment split for ``(B, D, L)`` (see :data:`SCAN_TUNING`)."""
     block_l = SCAN_TUNING['block_l']
     dt_dot = bool(SCAN_TUNING.get('dt_dot', False))
     smallest = 16 if dt_dot else 4
-    requested = (SCAN_TUNING['block_d'], _backward_block(channels, smallest))
+    requested = (SCAN_TUNING['block_d'], SCAN_TUNING['bwd_block_d'])
     if min(requested) < smallest or block_l < 16:
         raise ValueError(f'SCAN_TUNING: block_d and bwd_block_d must be >= {smallest} and '
                          f'block_l >= 16, got {requested} and {block_l}')
@@ -119,11 +105,8 @@ def scan_config(batch: int, channels: int, length: int) -> ScanConfig:
     segments = min(chunks, triton.cdiv(SCAN_TUNING['min_programs'], programs))
     per_segment = triton.cdiv(chunks, max(1, segments))
     segments = triton.cdiv(chunks, per_segment)
-    bwd_num_warps = SCAN_TUNING['bwd_num_warps']
-    if bwd_num_warps == 'auto':
-        bwd_num_warps = max(2, bwd_block_d // 4)
     return ScanConfig(block_d, block_l, chunks, segments, per_segment, SCAN_TUNING['num_warps'],
-                      dt_dot, bwd_block_d, bwd_num_warps)
+                      dt_dot, bwd_block_d, SCAN_TUNING['bwd_num_warps'])
 
 
 def _meta(cfg: ScanConfig, rank: int, backward: bool) -> dict:
