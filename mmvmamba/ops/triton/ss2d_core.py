@@ -4,12 +4,14 @@ for ``torch.compile``, a plain ``autograd.Function`` in eager mode).
 Forward, for ``x (B, D, H, W)`` after the depthwise conv and SiLU, contiguous or channels-last
 (as the backbone hands it over):
 
-1. ``xf`` and ``xt``: the map as contiguous ``(B, D, L)`` in row-major and in column-major
-   position order (tiled Triton copies; ``xf`` is ``x`` itself when ``x`` is contiguous), so
-   that every scan direction reads and writes contiguously.
+1. ``xf`` and ``xt``: the map as ``(B, D, S)`` in row-major and in column-major position
+   order, ``L = H*W`` positions per row and the row stride ``S`` rounded up to a multiple of 16
+   (tiled Triton copies; ``xf`` is ``x`` itself when ``x`` is contiguous and ``S == L``), so
+   that every scan direction reads and writes contiguous, aligned rows (see ``ss2d_scan``).
+   Every map of positions below has the same row stride; padding columns are never read.
 2. ``proj``: the x projection, position-wise, so no cross-scan copy is needed before it: one
    GEMM on ``x`` for the row-major directions and one on ``xt`` for the column-major ones,
-   ``(B, 4*(R+2), L)`` in each direction's order (slots of ``ss2d_scan.SLOT_DIRECTION``).
+   ``(B, 4*(R+2), S)`` in each direction's order (slots of ``ss2d_scan.SLOT_DIRECTION``).
 3. :func:`~.ss2d_scan.ss2d_scan_fwd_kernel`: per (channel block, image, direction) the dt
    projection, bias, softplus and the fp32 recurrence in registers, added into the fp32 maps
    ``y`` (row-major directions) and ``yt`` (column-major ones); ``yt`` is then added
