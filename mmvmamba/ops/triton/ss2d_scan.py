@@ -91,10 +91,16 @@ def _chunk_positions(j, cols, NCH, BL: tl.constexpr, REVERSE: tl.constexpr):
 
 
 @triton.jit
+def _edge_mask(cols, LAST: tl.constexpr, REVERSE: tl.constexpr, BL: tl.constexpr):
+    """``(1, BL)`` mask of the column a chunk visits last (``LAST``) or first."""
+    edge: tl.constexpr = (BL - 1) if LAST != REVERSE else 0
+    return cols[None, :] == edge
+
+
+@triton.jit
 def _edge_column(tile, cols, LAST: tl.constexpr, REVERSE: tl.constexpr, BL: tl.constexpr):
     """Column of a ``(BD, BL)`` tile visited last (``LAST``) or first in a chunk: ``(BD,)``."""
-    edge: tl.constexpr = (BL - 1) if LAST != REVERSE else 0
-    return tl.sum(tl.where(cols[None, :] == edge, tile, 0.0), axis=1)
+    return tl.sum(tl.where(_edge_mask(cols, LAST, REVERSE, BL), tile, 0.0), axis=1)
 
 
 @triton.jit
@@ -336,9 +342,7 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
             carry = seg_carry + seg_decay * carry
     first = seg * SEG_CH
     last = tl.minimum(first + SEG_CH, NCH)
-    # The columns a chunk visits last and first (in the forward's order).
-    last_col = cols[None, :] == ((BL - 1) if not REVERSE else 0)
-    first_col = cols[None, :] == (0 if not REVERSE else (BL - 1))
+    last_col = _edge_mask(cols, True, REVERSE, BL)  # visited last in the forward's order
     for j_rev in range(last - first):
         j = last - 1 - j_rev
         pos = _chunk_positions(j, cols, NCH, BL, REVERSE)
@@ -357,7 +361,7 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
         g_out = c_out * gy + tl.where(last_col, carry[:, None], 0.0)
         _, _, g_h = tl.associative_scan((decay, tl.full([BD, BL], 1.0, tl.float32), g_out), 1,
                                         _adjoint_combine, reverse=not REVERSE)
-        carry = tl.sum(tl.where(first_col, decay * g_h, 0.0), axis=1)
+        carry = _edge_column(decay * g_h, cols, False, REVERSE, BL)
 
         if not SUMMARY:
             h0 = tl.load(state_rows + j, mask=chan_ok, other=0.0)
