@@ -4,18 +4,21 @@ from __future__ import annotations
 import torch
 
 from mmvmamba.models.layers import VSSBlock
-from mmvmamba.models.layers.vss_block import drop_path_scale
+from mmvmamba.models.layers.vss_block import drop_path_scales
 
 
-def test_drop_path_scale():
+def test_drop_path_scales():
     x = torch.zeros(20000, 3)
-    assert drop_path_scale(x, 0.25, training=False) is None
-    assert drop_path_scale(x, 0.0, training=True) is None
-    scale = drop_path_scale(x, 0.25, training=True)
-    assert scale.shape == (20000, ) and scale.dtype == torch.float32
+    assert drop_path_scales(x, 0.25, training=False) is None
+    assert drop_path_scales(x, 0.0, training=True) is None
+    scale = drop_path_scales(x, 0.25, training=True)
+    assert scale.shape == (2, 20000, 1, 1, 1) and scale.dtype == torch.float32
     kept = scale[scale != 0]
     torch.testing.assert_close(kept, torch.full_like(kept, 1 / 0.75))
-    assert abs((scale == 0).float().mean().item() - 0.25) < 0.02
+    for branch in scale:  # each branch drops a quarter of the samples, independently
+        assert abs((branch == 0).float().mean().item() - 0.25) < 0.02
+    both = ((scale[0] == 0) & (scale[1] == 0)).float().mean().item()
+    assert abs(both - 0.25**2) < 0.01
 
 
 def test_block_drop_path_drops_whole_branches():
@@ -31,8 +34,8 @@ def test_add_branch_scales_each_sample():
     from mmvmamba.models.layers.vss_block import add_branch
 
     x, branch = torch.randn(3, 4, 5, 6), torch.randn(3, 4, 5, 6)
-    scale = torch.tensor([0.0, 2.0, 1.0])
-    expected = x + branch * scale[:, None, None, None]
+    scale = torch.tensor([0.0, 2.0, 1.0]).view(3, 1, 1, 1)
+    expected = x + branch * scale
     torch.testing.assert_close(add_branch(x, branch, scale), expected)
     torch.testing.assert_close(add_branch(x, branch, None), x + branch)
 

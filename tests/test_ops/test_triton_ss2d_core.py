@@ -186,18 +186,19 @@ def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
 
 
 def test_slot_order_is_spelled_the_same_everywhere():
-    """The kernels' slot of a direction, the weight split and the slot swap agree with
+    """The kernels' slot of a direction, the slot views and the slot-ordered weights agree with
     ``SLOT_DIRECTION`` (the proj slot order: the row-major directions first)."""
-    from mmvmamba.ops.triton.ss2d_core import _proj_weight_by_slot, _swap_slots
+    from mmvmamba.ops.triton.ss2d_core import _direction_order, _slot_order, _slot_weights
     from mmvmamba.ops.triton.ss2d_scan import SLOT_DIRECTION, _proj_slot
 
     assert [_proj_slot.fn(k) for k in range(4)] == [SLOT_DIRECTION.index(k) for k in range(4)]
     order = torch.arange(4)
-    assert _swap_slots(order).tolist() == list(SLOT_DIRECTION)
-    assert _swap_slots(_swap_slots(order)).tolist() == [0, 1, 2, 3]
+    assert _slot_order(order).reshape(4).tolist() == list(SLOT_DIRECTION)
+    assert _direction_order(_slot_order(order)).tolist() == [0, 1, 2, 3]
     weight = torch.randn(4, 3, 5)
-    rows, cols = _proj_weight_by_slot(weight, torch.float32)
-    assert torch.equal(torch.cat((rows, cols)).view(4, 3, 5), weight[list(SLOT_DIRECTION)])
+    by_slot = _slot_weights(weight, torch.float64)
+    assert by_slot.shape == (2, 6, 5) and by_slot.dtype == torch.float64
+    assert torch.equal(by_slot.view(4, 3, 5), weight[list(SLOT_DIRECTION)].double())
 
 
 def test_fused_core_rejects_state_size_above_one():

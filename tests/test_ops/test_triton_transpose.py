@@ -1,5 +1,5 @@
 """The Triton layout copies against torch: the batched transpose (copy and transposed add), and
-the channels-last <-> channel-major copies of the fused core.
+the fused core's copies between a map and its pair of scan orders.
 
 CPU: under Triton's interpreter in a subprocess (see test_triton_ss2d_core.py for why).
 GPU (``-m gpu``): a VMamba-sized map and a tall odd one.
@@ -22,7 +22,7 @@ GPU_CASES = {
     'stage1': (64, 56, 56, torch.bfloat16, torch.bfloat16),
     'tall_odd': (3, 321, 199, torch.float32, torch.float32),
 }
-# name: (batch, D, H, W, dtype) for the channels-last <-> channel-major copies
+# name: (batch, D, H, W, dtype) for the copies between a map and its pair of scan orders
 LAYOUT_CASES = {
     'odd_bf16': (2, 5, 3, 7, torch.bfloat16),
     'multi_tile_fp32': (1, 40, 9, 35, torch.float32),
@@ -33,9 +33,10 @@ GPU_LAYOUT_CASES = {
     'stage1': (8, 96, 56, 56, torch.bfloat16),
     'detection_odd': (2, 96, 201, 319, torch.float32),
 }
-MEMORY_FORMATS = {'channels_last': torch.channels_last, 'contiguous': torch.contiguous_format}
-# Each format as is, and the same copies through maps with padded rows.
-LAYOUT_VARIANTS = list(MEMORY_FORMATS) + [f'{fmt}_padded' for fmt in MEMORY_FORMATS]
+# Layouts of the (B, D, H, W) map: the backbone's channels-last, contiguous, and a strided view.
+LAYOUTS = ('channels_last', 'contiguous', 'strided')
+# Padding columns of the pair of maps (row stride S = H*W + pad).
+PAD = 5
 # The add rounds once to the destination dtype: one ulp of |values| < 8 in half dtypes.
 ADD_TOLERANCE = {torch.float32: 1e-6, torch.float16: 2**-8, torch.bfloat16: 2**-5}
 
@@ -61,44 +62,47 @@ def max_errors(cases, device='cpu'):
     return errors
 
 
+def _map_in_layout(x, layout):
+    """``x (B, D, H, W)`` channels-last, contiguous, or as a strided view (every other column
+    of a wider map)."""
+    if layout == 'channels_last':
+        return x.contiguous(memory_format=torch.channels_last)
+    if layout == 'contiguous':
+        return x.contiguous()
+    wide = torch.full((*x.shape[:3], 2 * x.shape[3]), float('nan'), device=x.device,
+                      dtype=x.dtype)
+    wide[..., ::2] = x
+    return wide[..., ::2]
+
+
 def layout_errors(cases, device='cpu'):
-    """Per case and layout of ``x`` (channels-last, contiguous): max abs differences of
-    ``channel_major``, ``channel_major_transposed`` and ``channels_last_into`` from torch, and
-    whether each result has the layout it promises; then the same three copies through maps
-    with padded rows (``out=`` views and a strided ``src``), their padding left untouched."""
-    from mmvmamba.ops.triton.transpose import (
-        channel_major,
-        channel_major_transposed,
-        channels_last_into,
-    )
+    """Per case and layout of the map: max abs differences of ``scan_orders_into`` (both
+    orders) and ``merge_orders_into`` from torch, and whether the pair's padding columns were
+    left alone and the merged map kept its layout."""
+    from mmvmamba.ops.triton.transpose import merge_orders_into, scan_orders_into
 
     gen = torch.Generator().manual_seed(1)
     errors = {}
     for name, (batch, channels, height, width, dtype) in cases.items():
+        length = height * width
         x = torch.randn(batch, channels, height, width, generator=gen).to(device, dtype)
-        src = torch.randn(batch, channels, height * width, generator=gen).to(device)
-        for layout, fmt in MEMORY_FORMATS.items():
-            x_in = x.contiguous(memory_format=fmt)
-            rows, cols = channel_major(x_in), channel_major_transposed(x_in)
-            dst = channels_last_into(src, torch.full_like(x_in, float('nan')))
+        pair_src = torch.randn(batch, 2, channels, length + PAD, generator=gen).to(device)
+        pair_src[..., length:] = float('nan')  # never read
+        expected_merge = (pair_src[:, 0, :, :length].view_as(x) + pair_src[:, 1, :, :length]
+                          .view(batch, channels, width, height).transpose(2, 3)).to(dtype)
+        for layout in LAYOUTS:
+            x_in = _map_in_layout(x, layout)
+            pair = torch.full((batch, 2, channels, length + PAD), 7.0, device=device,
+                              dtype=dtype)
+            scan_orders_into(x_in, pair)
+            out = _map_in_layout(torch.full_like(x, float('nan')), layout)
+            strides = out.stride()
+            merge_orders_into(pair_src, out)
             errors[f'{name}_{layout}'] = [
-                (rows - x.flatten(2)).abs().max().item(),
-                (cols - x.transpose(2, 3).flatten(2)).abs().max().item(),
-                (dst.float() - src.view_as(x).to(dtype).float()).abs().max().item(),
-                rows.is_contiguous() and cols.is_contiguous()
-                and dst.is_contiguous(memory_format=fmt)]
-            length = height * width
-            padded = torch.full((2, batch, channels, length + 5), 7.0, device=device, dtype=dtype)
-            channel_major(x_in, out=padded[0, ..., :length])
-            channel_major_transposed(x_in, out=padded[1, ..., :length])
-            src_padded = torch.full((batch, channels, length + 3), float('nan'), device=device)
-            src_padded[..., :length] = src
-            dst = channels_last_into(src_padded[..., :length], torch.full_like(x_in, float('nan')))
-            errors[f'{name}_{layout}_padded'] = [
-                (padded[0, ..., :length] - x.flatten(2)).abs().max().item(),
-                (padded[1, ..., :length] - x.transpose(2, 3).flatten(2)).abs().max().item(),
-                (dst.float() - src.view_as(x).to(dtype).float()).abs().max().item(),
-                bool((padded[..., length:] == 7.0).all())]
+                (pair[:, 0, :, :length] - x.flatten(2)).abs().max().item(),
+                (pair[:, 1, :, :length] - x.transpose(2, 3).flatten(2)).abs().max().item(),
+                (out.float() - expected_merge.float()).abs().max().item(),
+                bool((pair[..., length:] == 7.0).all()) and out.stride() == strides]
     return errors
 
 
@@ -123,23 +127,29 @@ def test_transpose_matches_torch_interpreted(interpreted_results, name):
 
 
 @pytest.mark.parametrize('name', list(LAYOUT_CASES))
-@pytest.mark.parametrize('layout', LAYOUT_VARIANTS)
-def test_layout_copies_match_torch_interpreted(interpreted_results, name, layout):
-    rows_error, cols_error, into_error, layouts_ok = interpreted_results['layouts'][
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_scan_order_copies_match_torch_interpreted(interpreted_results, name, layout):
+    rows_error, cols_error, merge_error, layouts_ok = interpreted_results['layouts'][
         f'{name}_{layout}']
     assert rows_error == 0.0 and cols_error == 0.0
-    assert into_error <= ADD_TOLERANCE[LAYOUT_CASES[name][4]]  # one rounding to dst's dtype
+    assert merge_error <= ADD_TOLERANCE[LAYOUT_CASES[name][4]]  # one rounding to the map's dtype
     assert layouts_ok
 
 
-def test_transpose_rejects_mismatched_sizes():
-    from mmvmamba.ops.triton.transpose import channel_major, transpose_into
+def test_layout_copies_reject_mismatched_maps():
+    from mmvmamba.ops.triton.transpose import (
+        merge_orders_into,
+        scan_orders_into,
+        transpose_into,
+    )
 
     with pytest.raises(ValueError, match='same shape'):
         transpose_into(torch.zeros(2, 3, 12), torch.zeros(2, 4, 12), 4, 3)
-    with pytest.raises(ValueError, match='unit stride along L'):
-        channel_major(torch.zeros(1, 2, 3, 4).to(memory_format=torch.channels_last),
-                      out=torch.zeros(1, 12, 2).transpose(1, 2))
+    x = torch.zeros(1, 2, 3, 4)
+    with pytest.raises(ValueError, match=r'scan_orders_into: the pair map must be \(B, 2, D'):
+        scan_orders_into(x, torch.zeros(1, 2, 2, 11))  # rows shorter than H*W
+    with pytest.raises(ValueError, match='unit stride along positions'):
+        merge_orders_into(torch.zeros(1, 2, 12, 2).transpose(2, 3), x)
 
 
 @pytest.mark.gpu
@@ -152,12 +162,12 @@ def test_transpose_matches_torch_gpu(name):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize('name', list(GPU_LAYOUT_CASES))
-def test_layout_copies_match_torch_gpu(name):
+def test_scan_order_copies_match_torch_gpu(name):
     errors = layout_errors({name: GPU_LAYOUT_CASES[name]}, device='cuda')
-    for layout in LAYOUT_VARIANTS:
-        rows_error, cols_error, into_error, layouts_ok = errors[f'{name}_{layout}']
+    for layout in LAYOUTS:
+        rows_error, cols_error, merge_error, layouts_ok = errors[f'{name}_{layout}']
         assert rows_error == 0.0 and cols_error == 0.0 and layouts_ok
-        assert into_error <= ADD_TOLERANCE[GPU_LAYOUT_CASES[name][4]]
+        assert merge_error <= ADD_TOLERANCE[GPU_LAYOUT_CASES[name][4]]
 
 
 if __name__ == '__main__':

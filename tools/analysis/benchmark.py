@@ -11,7 +11,12 @@ Sections (``--sections``, comma separated):
 - ``compile``: the same under ``torch.compile`` (VMamba with ``fullgraph=True``), compile time
   recorded.
 - ``resolution``: bf16 inference at batch 32 across 224-1024.
-- ``profile``: torch.profiler's top CUDA kernels of VMamba-T inference and training.
+- ``profile``: torch.profiler's top CUDA kernels of VMamba-T inference and training, and the
+  number of kernels launched per iteration.
+- ``host``: the host's time per eager step (``--host-batch``, default 2, so that the GPU keeps
+  up and the wall time of back-to-back steps is what the Python side needs to issue them), per
+  model, inference and training; and a ``cProfile`` of VMamba-T's training steps (top functions
+  by own time) in ``host_profile_vmamba_tiny_train.txt``.
 
 Method (as the issue's anchors): ``torch.randn`` inputs, warm-up then timed iterations each
 bracketed by CUDA events, median reported, img/s = batch / median, peak memory =
@@ -270,10 +275,110 @@ def profile_vmamba(out_dir: str, batch: int, size: int = 224,
             torch.cuda.synchronize()
         table = prof.key_averages().table(sort_by='self_device_time_total', row_limit=25,
                                           max_name_column_width=70)
+        table += f'\nkernels launched per iteration: {kernels_per_step(prof, 5):.0f}\n'
         name = f'profile_vmamba_tiny_{mode}_{size}_b{batch}'
         with open(os.path.join(out_dir, f'{name}.txt'), 'w') as f:
             f.write(table)
         print(f'--- {name} (5 iterations) ---\n{table}')  # noqa: T201
+
+
+def kernels_per_step(prof, steps: int) -> float:
+    """Number of GPU kernels (and memcpy/memset) a profiled run launched per step."""
+    return sum(e.count for e in prof.key_averages() if e.device_time_total > 0
+               and e.self_device_time_total > 0) / steps
+
+
+def host_time(step: Callable[[], object], steps: int) -> float:
+    """Milliseconds per step of ``steps`` back-to-back steps, synchronised once at the end.
+
+    At a small batch every kernel finishes before the host issues the next one, so this is the
+    host's time to issue a step (Python, autograd, dispatcher, kernel launches).
+    """
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps * 1e3
+
+
+def bench_host_calls(rows: list[dict], steps: int) -> None:
+    """Host time per call of single ops on tiny CUDA tensors (the GPU keeps up): an ATen add,
+    a Triton copy launch, the fused SS2D core and the Triton LayerNorm, forward and
+    forward+backward (what the eager step's host time is made of)."""
+    from mmvmamba.ops.triton.layer_norm_2d import layer_norm_2d
+    from mmvmamba.ops.triton.ss2d_core import ss2d_core_fused
+    from mmvmamba.ops.triton.transpose import transpose_into
+
+    def leaf(*shape, scale=1.0, shift=0.0):
+        return (torch.randn(*shape, device='cuda') * scale + shift).requires_grad_(True)
+
+    x = leaf(2, 96, 8, 8).contiguous(memory_format=torch.channels_last).detach()
+    x.requires_grad_(True)
+    params = [leaf(4, 8, 96, scale=0.1), leaf(4, 96, 6, scale=0.4), leaf(4, 96, shift=-4),
+              leaf(4 * 96, 1, scale=0.0), leaf(4 * 96), leaf(96), leaf(96, scale=0.0)]
+    small = torch.randn(64, device='cuda')
+    plane, plane_t = torch.randn(1, 1, 64, device='cuda'), torch.empty(1, 1, 64, device='cuda')
+    norm_w, norm_b = params[5], params[6]
+
+    def core_fwd():
+        with torch.no_grad():
+            ss2d_core_fused(x, *params)
+
+    def core_fwd_bwd():
+        ss2d_core_fused(x, *params).sum().backward()
+
+    def norm_fwd_bwd():
+        layer_norm_2d(x, norm_w, norm_b).sum().backward()
+
+    calls = dict(aten_add=lambda: torch.add(small, small),
+                 triton_transpose=lambda: transpose_into(plane, plane_t, 8, 8),
+                 core_fwd=core_fwd, core_fwd_bwd=core_fwd_bwd,
+                 layer_norm_2d_fwd_bwd=norm_fwd_bwd,
+                 sum_backward=lambda: x.sum().backward())
+    for name, fn in calls.items():
+        ms = host_time(fn, steps * 10)
+        report(rows, row(section='host', model=name, variant='eager', batch=2, ms=ms,
+                         note='host time per call (sum_backward: the x.sum().backward() '
+                         'every fwd_bwd row includes)'))
+
+
+def bench_host(rows: list[dict], out_dir: str, names: list[str], batch: int, steps: int) -> None:
+    """Host time per eager step of each model; cProfile of VMamba-T's training steps."""
+    import cProfile
+    import io
+    import pstats
+
+    bench_host_calls(rows, steps)
+    for name in names:
+        torch.manual_seed(0)
+        model = build_model(name).cuda()
+        for mode, dtype, make in (('infer', torch.bfloat16, inference_step),
+                                  ('train', torch.float16, training_step)):
+            step = make(model, batch, 224, dtype)
+            ms = host_time(step, steps)
+            report(rows, row(section='host', model=name, variant='eager', mode=mode,
+                             dtype='bf16' if mode == 'infer' else 'fp16-amp', batch=batch,
+                             size=224, ms=ms, note='host time per step'))
+            if name == 'vmamba_tiny' and mode == 'train':
+                profiler = cProfile.Profile()
+                profiler.enable()
+                for _ in range(steps):
+                    step()
+                torch.cuda.synchronize()
+                profiler.disable()
+                text = io.StringIO()
+                stats = pstats.Stats(profiler, stream=text)
+                stats.sort_stats('tottime').print_stats(45)
+                stats.sort_stats('cumulative').print_stats(45)
+                path = os.path.join(out_dir, f'host_profile_{name}_{mode}.txt')
+                with open(path, 'w') as f:
+                    f.write(f'cProfile of {steps} training steps, batch {batch}, 224\n')
+                    f.write(text.getvalue())
+        del model
+        torch.cuda.empty_cache()
 
 
 def environment() -> dict:
@@ -345,6 +450,9 @@ def main() -> None:
                         help='input size of the profile section (default: 224)')
     parser.add_argument('--profile-modes', default='infer,train',
                         help='what the profile section records: infer, train or both')
+    parser.add_argument('--host-models', default='vmamba_tiny,swin_tiny_patch4_window7_224')
+    parser.add_argument('--host-batch', type=int, default=2)
+    parser.add_argument('--host-steps', type=int, default=20)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit('benchmark.py needs a CUDA device')
@@ -370,6 +478,8 @@ def main() -> None:
     if 'compile' in sections:
         bench_models(rows, args.compile_models.split(','), args.batch, args.warmup, args.iters,
                      True)
+    if 'host' in sections:
+        bench_host(rows, args.out, args.host_models.split(','), args.host_batch, args.host_steps)
     if 'profile' in sections:
         profile_vmamba(args.out, args.batch, args.profile_size,
                        tuple(args.profile_modes.split(',')))

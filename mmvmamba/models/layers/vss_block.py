@@ -12,33 +12,39 @@ from .pointwise import Linear2d
 from .ss2d import SS2D
 
 
-def drop_path_scale(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor | None:
-    """Per-sample scale of a stochastic-depth branch: ``(B,)`` of ``0`` or ``1 / (1 - rate)``.
+def drop_path_scales(x: torch.Tensor, rate: float, training: bool,
+                     branches: int = 2) -> torch.Tensor | None:
+    """Per-sample scales of ``branches`` stochastic-depth branches, drawn at once:
+    ``(branches, B, 1, 1, 1)`` of ``0`` or ``1 / (1 - rate)``.
 
     Each sample's branch is kept with probability ``1 - rate`` and rescaled by ``1 / (1 - rate)``
-    (as mmcv's ``DropPath``); None when nothing is dropped (eval, or rate 0).
+    (as mmcv's ``DropPath``), independently per branch; None when nothing is dropped (eval, or
+    rate 0). One draw for both branches of a block: the eager step is bound by host time, and
+    every torch call counts.
 
     Args:
-        x (Tensor): ``(B, ...)``, the branch's input (for batch size and device).
+        x (Tensor): ``(B, ...)``, the block's input (for batch size and device).
         rate (float): Drop probability.
         training (bool): Whether the module is training.
+        branches (int): Number of branches. Defaults to 2.
 
     Returns:
-        Tensor | None: ``(B,)`` fp32, or None.
+        Tensor | None: ``(branches, B, 1, 1, 1)`` fp32, or None.
     """
     if not training or rate == 0.0:
         return None
     keep = 1.0 - rate
-    return torch.empty(x.shape[0], device=x.device).bernoulli_(keep).div_(keep)
+    return torch.empty(branches, x.shape[0], 1, 1, 1, device=x.device).bernoulli_(keep).div_(keep)
 
 
 def add_branch(x: torch.Tensor, branch: torch.Tensor,
                scale: torch.Tensor | None) -> torch.Tensor:
     """``x + scale[b] * branch``: a residual branch, with its per-sample drop-path scale
-    (``(B,)`` or None, see :func:`drop_path_scale`), added onto the stream; one pass."""
+    (``(B, 1, 1, 1)``, one row of :func:`drop_path_scales`, or None), added onto the stream;
+    one pass."""
     if scale is None:
         return x + branch
-    return torch.addcmul(x, branch, scale.to(branch.dtype)[:, None, None, None])
+    return torch.addcmul(x, branch, scale.to(branch.dtype))
 
 
 class MLP(nn.Module):
@@ -59,7 +65,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor, identity: torch.Tensor,
                 scale: torch.Tensor | None = None) -> torch.Tensor:
         """``identity + scale * mlp(x)`` for ``x``, ``identity`` ``(B, C, H, W)`` and an
-        optional per-sample ``scale (B,)``; returns ``(B, C, H, W)``."""
+        optional per-sample ``scale (B, 1, 1, 1)``; returns ``(B, C, H, W)``."""
         return add_branch(identity, self.fc2(self.act(self.fc1(x))), scale)
 
 
@@ -114,9 +120,10 @@ class VSSBlock(nn.Module):
         self.mlp = MLP(embed_dims, hidden_dims)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        rate, training = self.drop_path_rate, self.training
-        x = add_branch(x, self.op(self.norm(x)), drop_path_scale(x, rate, training))
-        return self.mlp(self.norm2(x), x, drop_path_scale(x, rate, training))
+        scales = drop_path_scales(x, self.drop_path_rate, self.training)
+        op_scale, mlp_scale = (None, None) if scales is None else scales
+        x = add_branch(x, self.op(self.norm(x)), op_scale)
+        return self.mlp(self.norm2(x), x, mlp_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, C, H, W)``."""

@@ -8,13 +8,17 @@ from torch import Tensor
 
 __all__ = ['device_guard']
 
+_NO_GUARD = contextlib.nullcontext()
+
 
 def device_guard(tensor: Tensor) -> contextlib.AbstractContextManager:
-    """Make ``tensor``'s CUDA device current while a kernel launches (no-op off CUDA).
+    """Make ``tensor``'s CUDA device current while a kernel launches.
 
     Triton launches on the current device; tensors on another GPU would otherwise be read from
-    the wrong one.
+    the wrong one. A no-op (a shared null context) when the device is already current or the
+    tensor is not on CUDA: entering ``torch.cuda.device`` costs host time on every launch, and
+    the eager step is bound by host time.
     """
-    if tensor.is_cuda:
+    if tensor.is_cuda and tensor.get_device() != torch.cuda.current_device():
         return torch.cuda.device(tensor.device)
-    return contextlib.nullcontext()
+    return _NO_GUARD

@@ -27,72 +27,71 @@ def _blocks(channels: int, length: int) -> tuple[int, int]:
 
 
 def ln2d_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
-                 out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                 out: Tensor) -> tuple[Tensor, Tensor]:
     """Launch the forward kernel.
 
     Args:
         x (Tensor): ``(B, C, L)``, any float dtype, contiguous or channels-last (strides
             ``(L*C, 1, C)``).
-        weight (Tensor, optional): ``(C,)``.
-        bias (Tensor, optional): ``(C,)``.
+        weight (Tensor, optional): ``(C,)``, any float dtype.
+        bias (Tensor, optional): ``(C,)``, any float dtype.
         eps (float): Variance epsilon.
         out (Tensor): ``(B, C, L)`` to write, in either layout and any float dtype.
 
     Returns:
-        tuple: ``out``, ``mean (B, L)`` and ``rstd (B, L)`` fp32.
+        tuple: ``out`` and ``stats (2, B, L)`` fp32, the mean and rstd per position (one
+        tensor to save for the backward).
     """
     batch, channels, length = x.shape
-    mean = torch.empty(batch, length, device=x.device, dtype=torch.float32)
-    rstd = torch.empty_like(mean)
+    stats = torch.empty(2, batch, length, device=x.device, dtype=torch.float32)
     block_c, block_p = _blocks(channels, length)
-    w = weight.float().contiguous() if weight is not None else x
-    b = bias.float().contiguous() if bias is not None else x
+    w = weight.contiguous() if weight is not None else x
+    b = bias.contiguous() if bias is not None else x
     grid = (triton.cdiv(length, block_p), batch)
     with device_guard(x):
         layer_norm_2d_fwd_kernel[grid](
-            x, w, b, out, mean, rstd, channels, length, eps, *x.stride(), *out.stride(),
+            x, w, b, out, stats, channels, length, eps, *x.stride(), *out.stride(),
             BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
             num_warps=4)
-    return out, mean, rstd
+    return out, stats
 
 
-def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, mean: Tensor,
-                  rstd: Tensor, grad_dtype: torch.dtype,
-                  out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, stats: Tensor,
+                  grad_dtype: torch.dtype,
+                  out: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Launch the backward kernel.
 
     Args:
         grad_out (Tensor): ``(B, C, L)``, contiguous or channels-last.
         x (Tensor): ``(B, C, L)`` the forward's input, contiguous or channels-last.
-        weight (Tensor, optional): ``(C,)``.
-        mean (Tensor): ``(B, L)`` fp32 from the forward.
-        rstd (Tensor): ``(B, L)`` fp32 from the forward.
+        weight (Tensor, optional): ``(C,)``, any float dtype.
+        stats (Tensor): ``(2, B, L)`` fp32 from the forward (mean, rstd).
         grad_dtype (torch.dtype): Dtype of the input gradient.
-        out (Tensor, optional): ``(B, C, L)`` with ``x``'s strides to write the input gradient
-            into (any strides then, e.g. a view of a map with padded rows).
+        out (Tensor, optional): ``(B, C, L)`` in ``grad_dtype``, any strides (e.g. a view of a
+            map with padded rows), to write the input gradient into.
 
     Returns:
-        tuple: ``grad_x (B, C, L)`` with ``x``'s strides, ``grad_weight (C,)`` and
-        ``grad_bias (C,)`` fp32.
+        tuple: ``grad_x (B, C, L)`` (``out``, or with ``x``'s strides) and ``grad_affine
+        (2, C)`` fp32, the weight's gradient and the bias's (one tensor: one reduction).
     """
     batch, channels, length = x.shape
     block_c, block_p = _blocks(channels, length)
     grid = (triton.cdiv(length, block_p), batch)
     if out is None:
         grad_x = torch.empty_like(x, dtype=grad_dtype)  # x is dense: its strides are kept
-    elif out.shape != x.shape or out.stride() != x.stride() or out.dtype != grad_dtype:
-        raise ValueError(f'ln2d_backward: out must match x {tuple(x.shape)} (strides '
-                         f'{x.stride()}) in dtype {grad_dtype}, got {tuple(out.shape)}, '
-                         f'{out.stride()}, {out.dtype}')
+    elif out.shape != x.shape or out.dtype != grad_dtype:
+        raise ValueError(f'ln2d_backward: out must have the shape of x {tuple(x.shape)} and '
+                         f'dtype {grad_dtype}, got {tuple(out.shape)}, {out.dtype}')
     else:
         grad_x = out
     partial = torch.empty(batch * grid[0], 2, channels, device=x.device, dtype=torch.float32)
-    w = weight.float().contiguous() if weight is not None else x
+    w = weight.contiguous() if weight is not None else x
     with device_guard(x):
         layer_norm_2d_bwd_kernel[grid](
-            grad_out, x, w, mean, rstd, grad_x, partial, channels, length, *grad_out.stride(),
-            *x.stride(), BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None, num_warps=4)
-    return grad_x, partial[:, 0].sum(0), partial[:, 1].sum(0)
+            grad_out, x, w, stats, grad_x, partial, channels, length, *grad_out.stride(),
+            *x.stride(), *grad_x.stride(), BC=block_c, BP=block_p,
+            HAS_WEIGHT=weight is not None, num_warps=4)
+    return grad_x, partial.sum(0)
 
 
 class _LayerNorm2d(torch.autograd.Function):
@@ -106,17 +105,18 @@ class _LayerNorm2d(torch.autograd.Function):
                 eps: float) -> Tensor:
         x = dense_2d(x)
         out = torch.empty_like(x)
-        _, mean, rstd = ln2d_forward(flat(x), weight, bias, eps, flat(out))
-        ctx.save_for_backward(x, weight, mean, rstd)
+        _, stats = ln2d_forward(flat(x), weight, bias, eps, flat(out))
+        ctx.save_for_backward(x, weight, stats)
         ctx.dtypes = (weight.dtype if weight is not None else None,
                       bias.dtype if bias is not None else None)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, None]:
-        x, weight, mean, rstd = ctx.saved_tensors
-        grad_x, grad_w, grad_b = ln2d_backward(flat(dense_2d(grad_out)), flat(x), weight, mean,
-                                               rstd, x.dtype)
+        x, weight, stats = ctx.saved_tensors
+        grad_x, grad_affine = ln2d_backward(flat(dense_2d(grad_out)), flat(x), weight, stats,
+                                            x.dtype)
+        grad_w, grad_b = grad_affine.unbind(0)
         w_dtype, b_dtype = ctx.dtypes
         return (grad_x.view(x.shape), grad_w.to(w_dtype) if w_dtype is not None else None,
                 grad_b.to(b_dtype) if b_dtype is not None else None, None)

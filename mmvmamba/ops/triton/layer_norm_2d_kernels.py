@@ -7,7 +7,9 @@ the channel axis in registers, in fp32 whatever the input dtype.
 Layouts: x, out and the gradients are ``(B, C, L)`` maps given by their element strides
 (batch, channel, position): contiguous (``(C*L, L, 1)``) or channels-last (``(L*C, 1, C)``); a
 stride of 1 is specialised by Triton, so the loads run along whichever axis is contiguous.
-weight, bias ``(C,)`` fp32; mean, rstd ``(B, L)`` fp32, contiguous.
+The input gradient may have strides of its own. weight, bias ``(C,)`` in any float dtype (read
+as fp32); stats ``(2, B, L)`` fp32, contiguous: the mean and the reciprocal standard deviation
+per position.
 """
 import triton
 import triton.language as tl
@@ -23,11 +25,20 @@ def _offsets(b, chans, pos, stride_b, stride_c, stride_l):
 
 
 @triton.jit
-def layer_norm_2d_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, mean_ptr, rstd_ptr,
+def _store_stats(stats_ptr, b, L, pos, pos_ok, mean, rstd):
+    """Store the mean and rstd of image ``b``'s positions into ``stats (2, B, L)`` (B is the
+    grid's second dimension)."""
+    tl.store(stats_ptr + b * L + pos, mean, mask=pos_ok)
+    tl.store(stats_ptr + (tl.num_programs(1) + b) * L + pos, rstd, mask=pos_ok)
+
+
+@triton.jit
+def layer_norm_2d_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, stats_ptr,
                              C, L, eps, x_sb, x_sc, x_sl, o_sb, o_sc, o_sl,
                              BC: tl.constexpr, BP: tl.constexpr,
                              HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """``out = (x - mean) * rstd * weight + bias`` over the channel axis; saves mean and rstd."""
+    """``out = (x - mean) * rstd * weight + bias`` over the channel axis; saves mean and rstd;
+    grid ``(cdiv(L, BP), B)``."""
     pid_p = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     chans = tl.arange(0, BC)
@@ -43,22 +54,21 @@ def layer_norm_2d_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, mean_ptr, rstd_ptr,
     rstd = 1.0 / tl.sqrt(var + eps)
     out = centred * rstd[None, :]
     if HAS_WEIGHT:
-        out = out * tl.load(w_ptr + chans, mask=chan_ok, other=0.0)[:, None]
+        out = out * tl.load(w_ptr + chans, mask=chan_ok, other=0.0).to(tl.float32)[:, None]
     if HAS_BIAS:
-        out = out + tl.load(b_ptr + chans, mask=chan_ok, other=0.0)[:, None]
+        out = out + tl.load(b_ptr + chans, mask=chan_ok, other=0.0).to(tl.float32)[:, None]
     tl.store(out_ptr + _offsets(b, chans, pos, o_sb, o_sc, o_sl),
              out.to(out_ptr.dtype.element_ty), mask=tile_ok)
-    tl.store(mean_ptr + b * L + pos, mean, mask=pos_ok)
-    tl.store(rstd_ptr + b * L + pos, rstd, mask=pos_ok)
+    _store_stats(stats_ptr, b, L, pos, pos_ok, mean, rstd)
 
 
 @triton.jit
-def layer_norm_2d_bwd_kernel(gout_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, gx_ptr, gwb_ptr,
-                             C, L, g_sb, g_sc, g_sl, x_sb, x_sc, x_sl,
+def layer_norm_2d_bwd_kernel(gout_ptr, x_ptr, w_ptr, stats_ptr, gx_ptr, gwb_ptr,
+                             C, L, g_sb, g_sc, g_sl, x_sb, x_sc, x_sl, gx_sb, gx_sc, gx_sl,
                              BC: tl.constexpr, BP: tl.constexpr, HAS_WEIGHT: tl.constexpr):
     """Input gradient, plus this program's partial weight/bias gradients.
 
-    ``gx`` has ``x``'s strides. ``gwb`` is ``(B * cdiv(L, BP), 2, C)`` fp32: per program,
+    ``gwb`` is ``(B * cdiv(L, BP), 2, C)`` fp32: per program,
     rows ``sum(gout * xhat)`` and ``sum(gout)`` over its positions; the caller sums over the
     first axis.
     """
@@ -69,21 +79,22 @@ def layer_norm_2d_bwd_kernel(gout_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, gx_ptr,
     chan_ok = chans < C
     pos_ok = pos < L
     tile_ok = chan_ok[:, None] & pos_ok[None, :]
-    offs = _offsets(b, chans, pos, x_sb, x_sc, x_sl)
-    x = tl.load(x_ptr + offs, mask=tile_ok, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + _offsets(b, chans, pos, x_sb, x_sc, x_sl), mask=tile_ok,
+                other=0.0).to(tl.float32)
     gout = tl.load(gout_ptr + _offsets(b, chans, pos, g_sb, g_sc, g_sl), mask=tile_ok,
                    other=0.0).to(tl.float32)
-    mean = tl.load(mean_ptr + b * L + pos, mask=pos_ok, other=0.0)
-    rstd = tl.load(rstd_ptr + b * L + pos, mask=pos_ok, other=0.0)
+    mean = tl.load(stats_ptr + b * L + pos, mask=pos_ok, other=0.0)
+    rstd = tl.load(stats_ptr + (tl.num_programs(1) + b) * L + pos, mask=pos_ok, other=0.0)
     xhat = tl.where(tile_ok, (x - mean[None, :]) * rstd[None, :], 0.0)
     if HAS_WEIGHT:
-        g_xhat = gout * tl.load(w_ptr + chans, mask=chan_ok, other=0.0)[:, None]
+        g_xhat = gout * tl.load(w_ptr + chans, mask=chan_ok, other=0.0).to(tl.float32)[:, None]
     else:
         g_xhat = gout
     mean_g = tl.sum(g_xhat, axis=0) / C
     mean_gx = tl.sum(g_xhat * xhat, axis=0) / C
     gx = (g_xhat - mean_g[None, :] - xhat * mean_gx[None, :]) * rstd[None, :]
-    tl.store(gx_ptr + offs, gx.to(gx_ptr.dtype.element_ty), mask=tile_ok)
+    tl.store(gx_ptr + _offsets(b, chans, pos, gx_sb, gx_sc, gx_sl),
+             gx.to(gx_ptr.dtype.element_ty), mask=tile_ok)
 
     part = gwb_ptr + (b * tl.num_programs(0) + pid_p) * 2 * C + chans
     tl.store(part, tl.sum(gout * xhat, axis=1), mask=chan_ok)

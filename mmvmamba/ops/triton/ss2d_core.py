@@ -1,17 +1,17 @@
 """The fused SS2D core (N = 1): forward, backward, and their autograd wrappers (torch custom ops
 for ``torch.compile``, a plain ``autograd.Function`` in eager mode).
 
-Forward, for ``x (B, D, H, W)`` after the depthwise conv and SiLU, contiguous or channels-last
-(as the backbone hands it over):
+Forward, for ``x (B, D, H, W)`` after the depthwise conv and SiLU, channels-last (as the
+backbone hands it over) or any other layout:
 
-1. ``xf`` and ``xt``: the map as ``(B, D, S)`` in row-major and in column-major position
-   order, ``L = H*W`` positions per row and the row stride ``S`` rounded up to a multiple of 16
-   (tiled Triton copies; ``xf`` is ``x`` itself when ``x`` is contiguous and ``S == L``), so
-   that every scan direction reads and writes contiguous, aligned rows (see ``ss2d_scan``).
-   Every map of positions below has the same row stride; padding columns are never read.
+1. ``xs``: the map as a pair ``(B, 2, D, S)`` of channel-major maps in row-major
+   (``xs[:, 0]``) and column-major (``xs[:, 1]``) position order, ``L = H*W`` positions per
+   row and the row stride ``S`` rounded up to a multiple of 16 (one Triton copy), so that every
+   scan direction reads and writes contiguous, aligned rows (see ``ss2d_scan``). Every map of
+   positions below has the same row stride; padding columns are never read.
 2. ``proj``: the x projection, position-wise, so no cross-scan copy is needed before it: one
-   GEMM on ``x`` for the row-major directions and one on ``xt`` for the column-major ones,
-   ``(B, 4*(R+2), S)`` in each direction's order (slots of ``ss2d_scan.SLOT_DIRECTION``).
+   batched GEMM over both orders, ``(B, 4*(R+2), S)`` with each direction in its own order
+   (slots of ``ss2d_scan.SLOT_DIRECTION``).
 3. :func:`~.ss2d_scan.ss2d_scan_fwd_kernel`: per (channel block, image, direction) the dt
    projection, bias, softplus and the fp32 recurrence in registers, added into the fp32 maps
    ``y`` (row-major directions) and ``yt`` (column-major ones); ``yt`` is then added
@@ -23,26 +23,28 @@ The backward recomputes every scan state from the saved chunk-entry states, so n
 ``4 x (B, D, L)`` is stored. Under ``torch.compile`` both passes run as custom ops with fake
 implementations, so ``torch.compile(fullgraph=True)`` traces through them; eager mode calls the
 same two functions through a plain ``autograd.Function``, which costs less host time per call.
+
+The eager training step at batch 128 is bound by the host's time to issue it (every torch call
+and launch here runs once per block per step), so both passes keep their torch calls few:
+pairs of maps in one allocation, batched GEMMs over both scan orders, the parameters handed to
+the kernels as they are, autocast entered only when it is on
+(``tools/analysis/count_host_ops.py`` counts them).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 import triton
 from torch import Tensor
 
 from .launch import device_guard
 from .layer_norm_2d import ln2d_backward, ln2d_forward
 from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
-from .transpose import (
-    channel_major,
-    channel_major_transposed,
-    channels_last_into,
-    dense_2d,
-    flat,
-    transpose_into,
-)
+from .transpose import dense_2d, flat, merge_orders_into, scan_orders_into, transpose_into
 
 __all__ = ['ss2d_core_fused', 'scan_config', 'SCAN_TUNING']
 
@@ -90,7 +92,13 @@ def _channels_per_program(block_d: int, smallest: int, batch: int, channels: int
 
 
 def scan_config(batch: int, channels: int, length: int) -> ScanConfig:
-    """Pick block sizes and the segment split for ``(B, D, L)`` (see :data:`SCAN_TUNING`)."""
+    """Pick block sizes and the segment split for ``(B, D, L)`` (see :data:`SCAN_TUNING`);
+    memoised per size and tuning (it runs in every forward and backward)."""
+    return _scan_config(batch, channels, length, tuple(SCAN_TUNING.items()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _scan_config(batch: int, channels: int, length: int, _tuning: tuple) -> ScanConfig:
     block_l = SCAN_TUNING['block_l']
     dt_dot = bool(SCAN_TUNING.get('dt_dot', False))
     smallest = 16 if dt_dot else 4
@@ -158,22 +166,22 @@ def _check(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A_logs: Te
     return rank
 
 
-def _swap_slots(t: Tensor) -> Tensor:
-    """Reorder a leading axis of 4 between directions and ``proj`` slots (its own inverse).
-
-    ``SLOT_DIRECTION`` is ``(0, 2, 1, 3)``: even directions first. Slices and one ``cat``:
-    indexing with ``SLOT_DIRECTION`` would copy an index tensor from the host, which waits for
-    the GPU to drain on every call.
-    """
-    return torch.cat((t[0::2], t[1::2]))
+def _slot_order(t: Tensor) -> Tensor:
+    """A ``(4, ...)`` tensor by direction as ``(2, 2, ...)`` by slot (a strided view): ``[g, p]``
+    is direction ``k = 2p + g``, slot ``2g + p`` (``SLOT_DIRECTION``: the row-major directions,
+    g = 0, first). :func:`_direction_order` undoes it."""
+    return t.view(2, 2, *t.shape[1:]).transpose(0, 1)
 
 
-def _proj_weight_by_slot(x_proj_weight: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """``(2*(R+2), D)`` weights of the row-major (k = 0, 2) and column-major (k = 1, 3) slots:
-    two halves of one slot-ordered copy (one ``cat`` and at most one cast)."""
-    w = _swap_slots(x_proj_weight).to(dtype)
-    rows, cols = w.view(2, -1, w.shape[2])
-    return rows, cols
+def _direction_order(t: Tensor) -> Tensor:
+    """A ``(2, 2, ...)`` tensor by slot as a contiguous ``(4, ...)`` by direction."""
+    return t.transpose(0, 1).reshape(DIRECTIONS, *t.shape[2:])
+
+
+def _slot_weights(x_proj_weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(2, 2*(R+2), D)`` x-projection weights in ``dtype``: ``[0]`` the row-major slots
+    (k = 0, 2), ``[1]`` the column-major ones (k = 1, 3)."""
+    return _slot_order(x_proj_weight.to(dtype)).reshape(2, -1, x_proj_weight.shape[2])
 
 
 #: Row stride multiple of the maps the scan kernels read and write (see ss2d_scan).
@@ -185,80 +193,86 @@ def _row_stride(length: int) -> int:
     return triton.cdiv(length, ROW_ALIGN) * ROW_ALIGN
 
 
-def _new_map(batch: int, rows: int, length: int, *, zeroed: bool = False, **kwargs) -> Tensor:
-    """A ``(B, rows, S)`` map for ``length`` positions with row stride ``S =
-    _row_stride(length)``; :func:`_valid` gives its ``(B, rows, length)`` view."""
+def _new_map(lead: tuple, length: int, *, zeroed: bool = False, **kwargs) -> Tensor:
+    """A ``(*lead, S)`` map for ``length`` positions with row stride ``S =
+    _row_stride(length)``; :func:`_valid` gives its ``(*lead, length)`` view."""
     new = torch.zeros if zeroed else torch.empty
-    return new(batch, rows, _row_stride(length), **kwargs)
+    return new(*lead, _row_stride(length), **kwargs)
 
 
 def _valid(row_map: Tensor, length: int) -> Tensor:
-    """The ``(B, rows, length)`` view of a map with padded rows."""
+    """The ``(..., length)`` view of a map with padded rows."""
     return row_map[..., :length]
 
 
-def _scan_inputs(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``x (B, D, H, W)`` (contiguous or channels-last) as the two maps the scans read:
-    ``(B, D, S)`` with H*W positions per row, in row-major and in column-major position order
-    (``xf`` is a view of ``x`` when ``x`` is contiguous and needs no padding)."""
+_NO_AUTOCAST = contextlib.nullcontext()
+
+
+def _autocast_off(x: Tensor) -> contextlib.AbstractContextManager:
+    """Autocast disabled for the passes' GEMMs (they run in the map's dtype, accumulating in
+    fp32), entered only when it is on: ``torch.autocast`` costs a dozen torch calls per use,
+    and the backward runs without it anyway."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return _NO_AUTOCAST
+
+
+def _scan_inputs(x: Tensor) -> Tensor:
+    """``x (B, D, H, W)`` (any strides) as the pair of maps the scans read, ``(B, 2, D, S)``:
+    H*W positions per row in row-major (``[:, 0]``) and column-major (``[:, 1]``) order, one
+    copy kernel."""
     batch, inner, height, width = x.shape
-    length = height * width
-    if _row_stride(length) == length:
-        return channel_major(x), channel_major_transposed(x)
-    xf, xt = (_new_map(batch, inner, length, device=x.device, dtype=x.dtype) for _ in range(2))
-    channel_major(x, out=_valid(xf, length))
-    channel_major_transposed(x, out=_valid(xt, length))
-    return xf, xt
+    pair = _new_map((batch, 2, inner), height * width, device=x.device, dtype=x.dtype)
+    return scan_orders_into(x, pair)
 
 
-def _scan_params(dt_projs_weight: Tensor, dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor,
-                 inner: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """fp32 contiguous ``wdt (4, D, R)``, ``bias``, ``A_logs`` and ``Ds`` ``(4, D)`` (views of
-    the parameters when they are fp32; the kernels compute ``A = -exp(A_logs)``)."""
-    return (dt_projs_weight.float().contiguous(), dt_projs_bias.float().contiguous(),
-            A_logs.float().reshape(DIRECTIONS, inner).contiguous(),
-            Ds.float().reshape(DIRECTIONS, inner).contiguous())
+def _state_maps(batch: int, inner: int, cfg: ScanConfig,
+                **f32) -> tuple[Tensor, Tensor, Tensor]:
+    """``states (B, 4, D, NCH)`` and the segment summaries ``seg_decay``, ``seg_state``
+    ``(B, 4, NSEG, D)`` (with one segment the kernels never touch ``seg_state``: it is
+    ``seg_decay`` itself, one allocation less)."""
+    states = torch.empty(batch, DIRECTIONS, inner, cfg.chunks, **f32)
+    seg_decay = torch.empty(batch, DIRECTIONS, cfg.segments, inner, **f32)
+    seg_state = torch.empty_like(seg_decay) if cfg.segments > 1 else seg_decay
+    return states, seg_decay, seg_state
 
 
 def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
              A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor, out_norm_bias: Tensor,
-             eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The forward: ``out`` and what the backward needs (``proj, y, mean, rstd, states,
-    seg_decay``)."""
+             eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The forward: ``out`` and what the backward needs (``proj, y, stats, states,
+    seg_decay``; ``stats (2, B, L)``: the output norm's mean and rstd)."""
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
     batch, inner, height, width = x.shape
     length = height * width
     cfg = scan_config(batch, inner, length)
+    paired = _paired(cfg, length)
     f32 = dict(device=x.device, dtype=torch.float32)
-    with torch.autocast(x.device.type, enabled=False):
-        x = dense_2d(x)
-        xf, xt = _scan_inputs(x)
-        w_rows, w_cols = _proj_weight_by_slot(x_proj_weight, x.dtype)
-        # (B, 4*(R+2), S) by slot, each direction in its own order (padding columns unused).
-        proj = torch.cat((torch.matmul(w_rows, xf), torch.matmul(w_cols, xt)), dim=1)
-        paired = _paired(cfg, length)
-        y = _new_map(batch, inner, length, zeroed=not paired, **f32)
-        yt = _new_map(batch, inner, length, zeroed=not paired, **f32)
-        states = torch.empty(batch, DIRECTIONS, inner, cfg.chunks, **f32)
-        seg_decay = torch.empty(batch, DIRECTIONS, cfg.segments, inner, **f32)
-        seg_state = torch.empty_like(seg_decay)
-        args = (xf, xt, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner),
-                y, yt, states, seg_decay, seg_state, inner, length, y.shape[2], cfg.chunks,
-                cfg.segments, cfg.chunks_per_segment)
+    with _autocast_off(x):
+        xs = _scan_inputs(x)
+        # (B, 2, 2*(R+2), S) = (B, 4*(R+2), S) by slot, each direction in its own order.
+        proj = torch.matmul(_slot_weights(x_proj_weight, x.dtype), xs)
+        proj = proj.view(batch, -1, xs.shape[3])
+        y = _new_map((batch, inner), length, zeroed=not paired, **f32)
+        yt = _new_map((batch, inner), length, zeroed=not paired, **f32)
+        states, seg_decay, seg_state = _state_maps(batch, inner, cfg, **f32)
+        args = (xs, proj, dt_projs_weight.contiguous(), dt_projs_bias.contiguous(),
+                A_logs.contiguous(), Ds.contiguous(), y, yt, states, seg_decay, seg_state, inner,
+                length, xs.shape[3], cfg.chunks, cfg.segments, cfg.chunks_per_segment)
         meta = _meta(cfg, rank, backward=False)
         with device_guard(x):
             _launch(ss2d_scan_fwd_kernel, cfg, batch, inner, paired, args, meta)
-        transpose_into(_valid(yt, length), _valid(y, length), height, width, accumulate=True)
+        y_valid = _valid(y, length)
+        transpose_into(_valid(yt, length), y_valid, height, width, accumulate=True)
         out = torch.empty_like(x)
-        _, mean, rstd = ln2d_forward(_valid(y, length), out_norm_weight, out_norm_bias, eps,
-                                     flat(out))
-    return out, proj, y, mean, rstd, states, seg_decay
+        _, stats = ln2d_forward(y_valid, out_norm_weight, out_norm_bias, eps, flat(out))
+    return out, proj, y, stats, states, seg_decay
 
 
 @torch.library.custom_op('mmvmamba_triton::ss2d_core_fwd', mutates_args=())
 def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
               A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor, out_norm_bias: Tensor,
-              eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+              eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     return _forward(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
                     out_norm_weight, out_norm_bias, eps)
 
@@ -272,49 +286,46 @@ def _(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_wei
     cfg = scan_config(batch, inner, length)
     f32 = torch.float32
     stride = _row_stride(length)
-    return (torch.empty_like(dense_2d(x)),
+    return (torch.empty_like(x),
             x.new_empty(batch, DIRECTIONS * (rank + 2), stride),
             x.new_empty(batch, inner, stride, dtype=f32),
-            x.new_empty(batch, length, dtype=f32),
-            x.new_empty(batch, length, dtype=f32),
+            x.new_empty(2, batch, length, dtype=f32),
             x.new_empty(batch, DIRECTIONS, inner, cfg.chunks, dtype=f32),
             x.new_empty(batch, DIRECTIONS, cfg.segments, inner, dtype=f32))
 
 
 def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
               dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor,
-              proj: Tensor, y: Tensor, mean: Tensor, rstd: Tensor, states: Tensor,
+              proj: Tensor, y: Tensor, stats: Tensor, states: Tensor,
               seg_decay: Tensor
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The backward: gradients of ``x``, the five SSM parameters and the out-norm's weight
-    and bias (fp32)."""
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The backward: gradients of ``x`` and the five SSM parameters, and the out-norm's
+    weight and bias gradients as one ``(2, Din)`` fp32 tensor."""
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
     batch, inner, height, width = x.shape
     length = height * width
     cfg = scan_config(batch, inner, length)
+    paired = _paired(cfg, length)
+    rows = rank + 2
     f32 = dict(device=x.device, dtype=torch.float32)
-    with torch.autocast(x.device.type, enabled=False):
-        grad_y = _new_map(batch, inner, length, **f32)
-        _, grad_norm_w, grad_norm_b = ln2d_backward(
-            flat(dense_2d(grad_out)), _valid(y, length), out_norm_weight, mean, rstd,
-            torch.float32, out=_valid(grad_y, length))
-        x = dense_2d(x)
-        xf, xt = _scan_inputs(x)
-        grad_yt = _new_map(batch, inner, length, **f32)
-        transpose_into(_valid(grad_y, length), _valid(grad_yt, length), width, height)
-        paired = _paired(cfg, length)
-        grad_x = _new_map(batch, inner, length, zeroed=not paired, **f32)
-        grad_xt = _new_map(batch, inner, length, zeroed=not paired, **f32)
-        rows = rank + 2
-        grad_proj = _new_map(batch, DIRECTIONS * rows, length, zeroed=True, **f32)  # by slot
+    with _autocast_off(x):
+        # The output gradient through the norm, in both scan orders: (B, 2, D, S).
+        grad_ys = _new_map((batch, 2, inner), length, **f32)
+        grad_y, grad_yt = _valid(grad_ys, length).unbind(1)
+        _, grad_norm = ln2d_backward(flat(dense_2d(grad_out)), _valid(y, length),
+                                     out_norm_weight, stats, torch.float32, out=grad_y)
+        transpose_into(grad_y, grad_yt, width, height)
+        xs = _scan_inputs(x)
+        grad_xs = _new_map((batch, 2, inner), length, zeroed=not paired, **f32)
+        grad_proj = _new_map((batch, DIRECTIONS * rows), length, zeroed=True, **f32)  # by slot
         stride = grad_proj.shape[2]
         grad_z = torch.empty(batch, DIRECTIONS, inner, stride, device=x.device, dtype=x.dtype)
         grad_chan = torch.empty(batch, DIRECTIONS, cfg.segments, 3, inner, **f32)
-        seg_carry = torch.empty_like(seg_decay)
-        wdt, bias, a_logs, ds = _scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds, inner)
-        args = (xf, xt, proj, wdt, bias, a_logs, ds, grad_y, grad_yt, states, seg_decay,
-                seg_carry, grad_x, grad_xt, grad_z, grad_proj, grad_chan, inner, length, stride,
-                cfg.chunks, cfg.segments, cfg.chunks_per_segment)
+        seg_carry = torch.empty_like(seg_decay) if cfg.segments > 1 else seg_decay
+        args = (xs, proj, dt_projs_weight.contiguous(), dt_projs_bias.contiguous(),
+                A_logs.contiguous(), Ds.contiguous(), grad_ys, states, seg_decay, seg_carry,
+                grad_xs, grad_z, grad_proj, grad_chan, inner, length, stride, cfg.chunks,
+                cfg.segments, cfg.chunks_per_segment)
         meta = _meta(cfg, rank, backward=True)
         with device_guard(x):
             _launch(ss2d_scan_bwd_kernel, cfg, batch, inner, paired, args, meta)
@@ -324,72 +335,69 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         # dimension (6 in VMamba-T) falls to slow unaligned tensor-core kernels. Padding
         # columns (past ``length``) hold garbage: column-wise products keep it there, and
         # every sum over positions reads only the valid columns.
-        wdt_padded = grad_z.new_zeros(DIRECTIONS, inner, rows)
-        wdt_padded[..., :rank] = _swap_slots(wdt)
-        grad_proj.view(batch, DIRECTIONS, rows, stride).add_(
-            torch.matmul(wdt_padded.transpose(1, 2), grad_z))
+        wdt_t = F.pad(_slot_order(dt_projs_weight).transpose(2, 3).to(x.dtype), (0, 0, 0, 2))
+        grad_proj.view(batch, 2, 2, rows, stride).add_(torch.matmul(wdt_t, grad_z.view(
+            batch, 2, 2, inner, stride)))
         proj_t = _valid(proj.view(batch, DIRECTIONS, rows, stride), length).transpose(2, 3)
-        grad_wdt = _swap_slots(torch.matmul(_valid(grad_z, length), proj_t.to(grad_z.dtype))
-                               .float().sum(0)[..., :rank])
-        # x projection: the row-major slots come from x, the column-major ones from xt.
-        w_rows, w_cols = _proj_weight_by_slot(x_proj_weight, torch.float32)
-        half = w_rows.shape[0]
-        grad_rows, grad_cols = grad_proj[:, :half], grad_proj[:, half:]
-        # In place: an out-of-place baddbmm first copies its input map into the result.
-        grad_x.baddbmm_(w_rows.t().expand(batch, -1, -1), grad_rows)
-        grad_xt.baddbmm_(w_cols.t().expand(batch, -1, -1), grad_cols)
-        transpose_into(_valid(grad_xt, length), _valid(grad_x, length), height, width,
-                       accumulate=True)
-        # (B, 2*(R+2), L) @ (B, L, D) per image in x's dtype (no fp32 copy of x), summed in fp32.
-        grad_w_slots = torch.cat([
-            torch.matmul(_valid(grad, length).to(x.dtype), _valid(src, length).transpose(1, 2))
-            .float().sum(0) for grad, src in ((grad_rows, xf), (grad_cols, xt))])
-        grad_w_proj = _swap_slots(grad_w_slots.view(DIRECTIONS, rows, inner))
+        grad_wdt = torch.matmul(_valid(grad_z, length), proj_t).float().sum(0)[..., :rank]
+        # x projection, from both scan orders at once: (2B, D, 2*(R+2)) @ (2B, 2*(R+2), S),
+        # added in place (an out-of-place product would write and re-read an fp32 map).
+        pairs = 2 * batch
+        w_t = _slot_weights(x_proj_weight, torch.float32).transpose(1, 2)
+        grad_xs.view(pairs, inner, stride).baddbmm_(
+            w_t.expand(batch, -1, -1, -1).reshape(pairs, inner, -1),
+            grad_proj.view(pairs, -1, stride))
+        grad_x = merge_orders_into(grad_xs, torch.empty_like(x))
+        # (B, 2, 2*(R+2), L) @ (B, 2, L, D) in x's dtype (no fp32 copy of x), summed in fp32.
+        grad_w_slots = torch.matmul(
+            _valid(grad_proj.view(batch, 2, -1, stride), length).to(x.dtype),
+            _valid(xs, length).transpose(2, 3)).float().sum(0)
         chan = grad_chan.sum((0, 2))  # (4, 3, D): bias, A, Ds
-        grad_a_logs = (chan[:, 1] * -torch.exp(a_logs)).reshape(DIRECTIONS * inner, 1)
-    return (channels_last_into(_valid(grad_x, length), torch.empty_like(x)),
-            grad_w_proj.reshape(x_proj_weight.shape).to(x_proj_weight.dtype),
-            grad_wdt.to(dt_projs_weight.dtype),
+        grad_a_logs = chan[:, 1] * -torch.exp(A_logs.float().view(DIRECTIONS, inner))
+    return (grad_x,
+            _direction_order(grad_w_slots.view(2, 2, rows, inner)).to(x_proj_weight.dtype),
+            _direction_order(grad_wdt.view(2, 2, inner, rank)).to(dt_projs_weight.dtype),
             chan[:, 0].to(dt_projs_bias.dtype).contiguous(),
-            grad_a_logs.to(A_logs.dtype),
-            chan[:, 2].reshape(DIRECTIONS * inner).to(Ds.dtype),
-            grad_norm_w, grad_norm_b)
+            grad_a_logs.view(A_logs.shape).to(A_logs.dtype),
+            chan[:, 2].reshape(Ds.shape).to(Ds.dtype),
+            grad_norm)
 
 
 @torch.library.custom_op('mmvmamba_triton::ss2d_core_bwd', mutates_args=())
 def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
               dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor,
-              proj: Tensor, y: Tensor, mean: Tensor, rstd: Tensor, states: Tensor,
+              proj: Tensor, y: Tensor, stats: Tensor, states: Tensor,
               seg_decay: Tensor
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     return _backward(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
-                     out_norm_weight, proj, y, mean, rstd, states, seg_decay)
+                     out_norm_weight, proj, y, stats, states, seg_decay)
 
 
 @_core_bwd.register_fake
 def _(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
-      proj, y, mean, rstd, states, seg_decay):
+      proj, y, stats, states, seg_decay):
     inner = x.shape[1]
     f32 = torch.float32
-    return (torch.empty_like(dense_2d(x)),
+    return (torch.empty_like(x),
             torch.empty_like(x_proj_weight), torch.empty_like(dt_projs_weight),
             torch.empty_like(dt_projs_bias), torch.empty_like(A_logs), torch.empty_like(Ds),
-            x.new_empty(inner, dtype=f32), x.new_empty(inner, dtype=f32))
+            x.new_empty(2, inner, dtype=f32))
 
 
 def _core_setup(ctx, inputs, output):
     x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, \
         out_norm_bias, _ = inputs
-    _, proj, y, mean, rstd, states, seg_decay = output
+    _, proj, y, stats, states, seg_decay = output
     ctx.save_for_backward(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
-                          out_norm_weight, proj, y, mean, rstd, states, seg_decay)
+                          out_norm_weight, proj, y, stats, states, seg_decay)
     ctx.norm_dtypes = (out_norm_weight.dtype, out_norm_bias.dtype)
 
 
 def _gradients(ctx, grads: tuple) -> tuple:
     """The backward's results as the forward's input gradients (out-norm's in their dtypes)."""
     w_dtype, b_dtype = ctx.norm_dtypes
-    return (*grads[:6], grads[6].to(w_dtype), grads[7].to(b_dtype), None)
+    grad_w, grad_b = grads[6].unbind(0)
+    return (*grads[:6], grad_w.to(w_dtype), grad_b.to(b_dtype), None)
 
 
 def _core_backward(ctx, grad_out, *_unused):

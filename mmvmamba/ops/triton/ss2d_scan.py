@@ -9,9 +9,10 @@ chunks, and writes its output into a merged map: with one segment a program runs
 ``k`` and then ``k + 2`` over the same map (a store, then an add: no zeroing, no atomics);
 with several, each direction's program adds atomically into a zeroed map.
 
-The row-major directions (k = 0, 2) read ``x`` and add into ``y``; the column-major ones
-(k = 1, 3) read ``xt``, the transposed copy of the map, and add into ``yt`` (the caller adds
-``yt`` transposed into ``y``). So every direction walks memory contiguously: gathering the
+The row-major directions (k = 0, 2) read ``xs[:, 0]`` and add into ``y``; the column-major
+ones (k = 1, 3) read ``xs[:, 1]``, the transposed copy of the map, and add into ``yt`` (the
+caller adds ``yt`` transposed into ``y``). So every direction walks
+memory contiguously: gathering the
 column-major orders straight from the row-major map cost 2x (56x56) to 12x (256x256) the time
 of a row-major direction on an H100.
 
@@ -36,16 +37,20 @@ rounded up to a multiple of 16 (the ``S - L`` padding columns are never read or 
 that every row starts 16-element aligned and ``S`` is specialised as a multiple of 16: at
 L = 196 or 49 (VMamba-T's stages 3-4) unaligned rows left the compiler with single-element
 loads, the slow layout and up to 255 registers in the backward. The maps are otherwise dense:
-    x, xt  ``(B, D, L)`` activation in row-major / column-major order, any float dtype.
-    proj   ``(B, 4, R+2, L)`` x projection, rows dt_low (R), B, C, in direction order; slot
-           ``s`` holds direction ``SLOT_DIRECTION[s]`` (slots 0, 1: k = 0, 2 from ``x``;
-           slots 2, 3: k = 1, 3 from ``xt``), so two GEMMs fill it without a copy.
-    wdt    ``(K, D, R)`` dt projection, fp32.  bias, A_logs (``A = -exp(A_logs)``), Ds:
-           ``(K, D)`` fp32, by direction.
-    y, yt  ``(B, D, L)`` fp32 merged outputs of k = 0, 2 / k = 1, 3 (zeroed by the caller).
+    xs     ``(B, 2, D, S)`` the activation in row-major (``xs[:, 0]``) and column-major
+           (``xs[:, 1]``) order, any float dtype: one pair of maps, written by one copy.
+    proj   ``(B, 4, R+2, S)`` x projection, rows dt_low (R), B, C, in direction order; slot
+           ``s`` holds direction ``SLOT_DIRECTION[s]`` (slots 0, 1: k = 0, 2 from ``xs[:, 0]``;
+           slots 2, 3: k = 1, 3 from ``xs[:, 1]``), so one batched GEMM fills it.
+    wdt    ``(K, D, R)`` dt projection.  bias, A_logs (``A = -exp(A_logs)``), Ds: ``(K, D)``,
+           by direction (the parameters as they are, any float dtype, read as fp32).
+    y, yt  ``(B, D, S)`` fp32 merged outputs of k = 0, 2 / of k = 1, 3 (column-major; zeroed
+           by the caller unless paired). Two maps, not a pair: ``y`` is saved for the
+           backward and ``yt`` is not.
     states ``(B, K, D, NCH)`` fp32 state entering each chunk (saved for the backward).
     seg_decay, seg_state ``(B, K, NSEG, D)`` fp32 segment summaries (forward);
-    seg_carry ``(B, K, NSEG, D)`` fp32 state-gradient summaries (backward).
+    seg_carry ``(B, K, NSEG, D)`` fp32 state-gradient summaries (backward). With one segment
+    they are never touched (the caller may pass any tensor).
 
 Direction ``k`` visits scan step ``l`` at direction-order position ``l`` (k < 2) or
 ``L-1-l`` (k >= 2). Chunk ``j`` in visiting order (the index of ``states`` and of the segments)
@@ -110,6 +115,13 @@ def _proj_slot(k):
 
 
 @triton.jit
+def _order_offset(k, b, D, S):
+    """Offset of image ``b``'s map in direction ``k``'s scan order within a ``(B, 2, D, S)``
+    pair of maps (order 0: row-major, k = 0, 2; order 1: column-major, k = 1, 3)."""
+    return (b * 2 + k % 2) * D * S
+
+
+@triton.jit
 def _softplus(z):
     """softplus with PyTorch's threshold 20, accurate for very negative ``z``."""
     e = tl.exp(-tl.abs(z))
@@ -135,7 +147,7 @@ def _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, S, R: tl.constexpr,
     if DT_DOT:
         ranks = tl.arange(0, RP)
         w_dt = tl.load(wdt_rows[:, None] + ranks[None, :],
-                       mask=chan_ok[:, None] & (ranks[None, :] < R), other=0.0)
+                       mask=chan_ok[:, None] & (ranks[None, :] < R), other=0.0).to(tl.float32)
         low = tl.load(proj_k + ranks[:, None] * S + pos[None, :],
                       mask=(ranks[:, None] < R) & step_ok[None, :], other=0.0).to(tl.float32)
         delta = tl.dot(w_dt, low, input_precision='tf32x3')
@@ -143,7 +155,7 @@ def _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, S, R: tl.constexpr,
         row_offs, row_ok = _row_tile(pos, step_ok, BD, BL)
         delta = tl.zeros([BD, BL], dtype=tl.float32)
         for r in tl.static_range(R):
-            w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0)
+            w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0).to(tl.float32)
             low_r = tl.load(proj_k + r * S + row_offs, mask=row_ok, other=0.0).to(tl.float32)
             delta += w_r[:, None] * low_r
     return delta
@@ -192,9 +204,10 @@ def _direction_setup(k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, S, NCH, N
     the segment summaries).
     """
     kd = k * D + chans
-    bias = tl.load(bias_ptr + kd, mask=chan_ok, other=0.0)
-    a_coef = -tl.exp(tl.load(a_ptr + kd, mask=chan_ok, other=0.0))  # A = -exp(A_logs)
-    skip = tl.load(ds_ptr + kd, mask=chan_ok, other=0.0)
+    bias = tl.load(bias_ptr + kd, mask=chan_ok, other=0.0).to(tl.float32)
+    a_log = tl.load(a_ptr + kd, mask=chan_ok, other=0.0).to(tl.float32)
+    a_coef = -tl.exp(a_log)  # A = -exp(A_logs)
+    skip = tl.load(ds_ptr + kd, mask=chan_ok, other=0.0).to(tl.float32)
     slot_row = (b * 4 + _proj_slot(k)) * (R + 2) * S
     state_rows = ((b * 4 + k) * D + chans).to(tl.int64) * NCH
     seg_base = ((b * 4 + k) * NSEG) * D + chans
@@ -213,8 +226,8 @@ def _merge(dst, value, mask, MERGE: tl.constexpr):
 
 
 @triton.jit
-def _scan_direction_fwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
-                        a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr,
+def _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr,
+                        ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr,
                         D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
                         SUMMARY: tl.constexpr, MERGE: tl.constexpr, REVERSE: tl.constexpr):
@@ -222,11 +235,10 @@ def _scan_direction_fwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
     cols = tl.arange(0, BL)
     bias, a_coef, skip, slot_row, kd, state_offs, seg_base = _direction_setup(
         k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, S, NCH, NSEG, R)
-    if k % 2 == 1:  # column-major directions: the transposed map
-        x_b = xt_ptr + b * D * S
+    x_b = xs_ptr + _order_offset(k, b, D, S)  # the map of this direction's scan order
+    if k % 2 == 1:  # column-major directions: the transposed output map
         y_b = yt_ptr + b * D * S
     else:
-        x_b = x_ptr + b * D * S
         y_b = y_ptr + b * D * S
     proj_k = proj_ptr + slot_row
     wdt_rows = wdt_ptr + kd * R
@@ -265,50 +277,50 @@ def _scan_direction_fwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
 
 
 @triton.jit
-def ss2d_scan_fwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_ptr,
-                         yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr,
+def ss2d_scan_fwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr,
+                         states_ptr, seg_decay_ptr, seg_state_ptr,
                          D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
                          BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
                          SUMMARY: tl.constexpr, PAIRED: tl.constexpr):
     """Forward. See the module docstring.
 
     ``PAIRED`` (one segment only): grid ``(cdiv(D, BD), B, 2)``; program ``p`` runs direction
-    ``p`` and then ``p + 2`` over the same map, storing ``y`` / ``yt`` and then adding to it, so
-    the maps need no zeroing and no atomics. Otherwise grid ``(cdiv(D, BD), B, 4 * NSEG)``, one
-    direction's segment per program, atomic adds into zeroed maps; ``SUMMARY=True`` writes only
-    the segment summaries; ``False`` writes ``y`` and ``states``.
+    ``p`` and then ``p + 2`` over the same map, storing into ``y`` / ``yt`` and then adding to
+    it, so the maps need no zeroing and no atomics. Otherwise grid ``(cdiv(D, BD), B,
+    4 * NSEG)``, one direction's segment per program, atomic adds into zeroed maps;
+    ``SUMMARY=True`` writes only the segment summaries; ``False`` writes ``y``, ``yt`` and
+    ``states``.
     """
     b, chans, chan_ok = _program_channels(D, BD)
     if PAIRED:
         k = tl.program_id(2)
-        _scan_direction_fwd(k, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
-                            a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr,
-                            seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
-                            False, 1, False)
+        _scan_direction_fwd(k, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr,
+                            ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr, D, L,
+                            S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, False, 1, False)
         tl.debug_barrier()  # the second direction reads what other threads stored
-        _scan_direction_fwd(k + 2, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
-                            bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr,
+        _scan_direction_fwd(k + 2, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
+                            a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr,
                             seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
                             False, 2, True)
     else:
         k = tl.program_id(2) // NSEG
         seg = tl.program_id(2) % NSEG
         if k >= 2:
-            _scan_direction_fwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
+            _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr,
                                 bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr,
                                 seg_decay_ptr, seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP,
                                 BD, BL, DT_DOT, SUMMARY, 0, True)
         else:
-            _scan_direction_fwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
+            _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr,
                                 bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr,
                                 seg_decay_ptr, seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP,
                                 BD, BL, DT_DOT, SUMMARY, 0, False)
 
 
 @triton.jit
-def _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
-                        a_ptr, ds_ptr, gy_ptr, gyt_ptr, states_ptr, seg_decay_ptr,
-                        seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr,
+def _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr,
+                        ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr, gxs_ptr,
+                        gz_ptr, gproj_ptr, gchan_ptr,
                         D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
                         SUMMARY: tl.constexpr, MERGE: tl.constexpr, REVERSE: tl.constexpr):
@@ -316,15 +328,10 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
     cols = tl.arange(0, BL)
     bias, a_coef, skip, slot_row, kd, state_offs, seg_base = _direction_setup(
         k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, S, NCH, NSEG, R)
-    image = b * D * S
-    if k % 2 == 1:  # column-major directions: the transposed maps
-        x_b = xt_ptr + image
-        gy_b = gyt_ptr + image
-        gx_b = gxt_ptr + image
-    else:
-        x_b = x_ptr + image
-        gy_b = gy_ptr + image
-        gx_b = gx_ptr + image
+    order = _order_offset(k, b, D, S)  # the maps of this direction's scan order
+    x_b = xs_ptr + order
+    gy_b = gys_ptr + order
+    gx_b = gxs_ptr + order
     proj_k = proj_ptr + slot_row
     gproj_k = gproj_ptr + slot_row
     wdt_rows = wdt_ptr + kd * R
@@ -395,9 +402,9 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_
 
 
 @triton.jit
-def ss2d_scan_bwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gy_ptr,
-                         gyt_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
-                         gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr,
+def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys_ptr,
+                         states_ptr, seg_decay_ptr, seg_carry_ptr, gxs_ptr, gz_ptr, gproj_ptr,
+                         gchan_ptr,
                          D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
                          BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
                          SUMMARY: tl.constexpr, PAIRED: tl.constexpr):
@@ -405,42 +412,40 @@ def ss2d_scan_bwd_kernel(x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_p
 
     Each chunk's states are recomputed from the saved chunk-entry state. ``SUMMARY=True`` only
     writes each segment's outgoing state gradient from a zero incoming one (``seg_carry``).
-    Otherwise: ``gx`` / ``gxt (B, D, L)`` (fp32; row- / column-major directions, like ``x`` /
-    ``xt``; ``gy`` / ``gyt`` likewise) receive the scan's input gradient, rows B, C of
-    ``gproj (B, 4, R+2, L)`` (slots as ``proj``) theirs; ``gz (B, 4, D, L)``, by ``proj`` slot,
+    Otherwise: ``gxs (B, 2, D, S)`` (fp32; the two scan orders, like ``xs``; the output
+    gradient ``gys`` likewise) receives the scan's input gradient, rows B, C of
+    ``gproj (B, 4, R+2, S)`` (slots as ``proj``) theirs; ``gz (B, 4, D, S)``, by ``proj`` slot,
     gets the gradient of ``delta + bias`` in direction order (the caller turns it into the
     dt_low and dt-weight gradients with two GEMMs); ``gchan (B, K, NSEG, 3, D)`` (rows: bias,
     A, Ds; by direction) holds per-program partial sums.
 
     ``PAIRED`` (one segment only): grid ``(cdiv(D, BD), B, 2)``, directions ``p`` then ``p + 2``
-    per program, storing and then adding ``gx`` / ``gxt`` (no zeroing needed). Otherwise grid
-    ``(cdiv(D, BD), B, 4 * NSEG)`` and atomic adds into zeroed ``gx`` / ``gxt``. The B and C
+    per program, storing and then adding ``gxs`` (no zeroing needed). Otherwise grid
+    ``(cdiv(D, BD), B, 4 * NSEG)`` and atomic adds into a zeroed ``gxs``. The B and C
     rows of ``gproj`` (zeroed by the caller) always take atomic adds (summed over channels).
     """
     b, chans, chan_ok = _program_channels(D, BD)
     if PAIRED:
         k = tl.program_id(2)
-        _scan_direction_bwd(k, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr, bias_ptr,
-                            a_ptr, ds_ptr, gy_ptr, gyt_ptr, states_ptr, seg_decay_ptr,
-                            seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S,
-                            NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, False, 1, False)
+        _scan_direction_bwd(k, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr,
+                            ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr, gxs_ptr,
+                            gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD,
+                            BL, DT_DOT, False, 1, False)
         tl.debug_barrier()  # the second direction reads what other threads stored
-        _scan_direction_bwd(k + 2, 0, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
-                            bias_ptr, a_ptr, ds_ptr, gy_ptr, gyt_ptr, states_ptr, seg_decay_ptr,
-                            seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S,
-                            NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, False, 2, True)
+        _scan_direction_bwd(k + 2, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
+                            a_ptr, ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
+                            gxs_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH, R,
+                            RP, BD, BL, DT_DOT, False, 2, True)
     else:
         k = tl.program_id(2) // NSEG
         seg = tl.program_id(2) % NSEG
         if k >= 2:
-            _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
-                                bias_ptr, a_ptr, ds_ptr, gy_ptr, gyt_ptr, states_ptr,
-                                seg_decay_ptr, seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr,
-                                gchan_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
-                                SUMMARY, 0, True)
+            _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
+                                a_ptr, ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
+                                gxs_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH,
+                                R, RP, BD, BL, DT_DOT, SUMMARY, 0, True)
         else:
-            _scan_direction_bwd(k, seg, b, chans, chan_ok, x_ptr, xt_ptr, proj_ptr, wdt_ptr,
-                                bias_ptr, a_ptr, ds_ptr, gy_ptr, gyt_ptr, states_ptr,
-                                seg_decay_ptr, seg_carry_ptr, gx_ptr, gxt_ptr, gz_ptr, gproj_ptr,
-                                gchan_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
-                                SUMMARY, 0, False)
+            _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
+                                a_ptr, ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
+                                gxs_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH,
+                                R, RP, BD, BL, DT_DOT, SUMMARY, 0, False)

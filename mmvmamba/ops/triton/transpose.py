@@ -1,11 +1,18 @@
-"""Layout copies of maps through Triton: batched transposes and channel-last <-> channel-major.
+"""Layout copies of maps through Triton for the fused SS2D core.
 
-The fused SS2D core scans its row-major directions over a channel-major ``(B, D, H*W)`` map and
-its column-major ones over a transposed ``(B, D, W*H)`` copy, while the backbone keeps its maps
-in channels-last memory (``(B, D, H, W)`` with strides of ``(B, H, W, D)``). Every one of those
-copies is the same operation, a 2-D tile transpose between two strided layouts, done by one
-kernel: tiles of ``TR x TC`` keep both the reads and the writes coalesced (``.contiguous()`` of a
-permuted view strides one side, and PyTorch's generic copy kernel is several times slower).
+The core scans its row-major directions over a channel-major ``(B, D, H*W)`` map and its
+column-major ones over a transposed ``(B, D, W*H)`` copy, kept together as one *pair* of maps
+``(B, 2, D, S)`` (``S >= H*W``, the padded row stride), while the backbone keeps its maps in
+channels-last memory (``(B, D, H, W)`` with strides of ``(B, H, W, D)``):
+
+- :func:`scan_orders_into` writes a map of any strides into both orders of a pair (one read,
+  two writes), :func:`merge_orders_into` adds a pair's two orders back into one map of any
+  strides (the input gradient): one kernel each, on ``(channels, rows, columns)`` tiles, so the
+  read and both writes stay coalesced whichever axis is contiguous;
+- :func:`transpose_into` writes or adds the transpose of each plane of a map (the merge of the
+  scans' outputs, the output gradient for the column-major scans), in ``TR x TC`` tiles
+  (``.contiguous()`` of a permuted view strides one side, and PyTorch's generic copy kernel is
+  several times slower).
 """
 from __future__ import annotations
 
@@ -18,8 +25,7 @@ from torch import Tensor
 
 from .launch import device_guard
 
-__all__ = ['transpose_into', 'channel_major', 'channel_major_transposed', 'channels_last_into',
-           'is_channels_last', 'dense_2d', 'flat']
+__all__ = ['transpose_into', 'scan_orders_into', 'merge_orders_into', 'dense_2d', 'flat']
 
 _TILE = 32
 
@@ -55,6 +61,107 @@ def _copy_tiles_kernel(src_ptr, dst_ptr, INNER, ROWS, COLS,
     tl.store(dst, value.to(dst_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _pair_offsets(D, H, W, TD: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
+    """This program's image (int64) and its ``(TD, TH, TW)`` tile of channels, rows and
+    columns, with the tile's mask; grid ``(B * cdiv(D, TD), cdiv(H, TH), cdiv(W, TW))``."""
+    blocks = tl.cdiv(D, TD)
+    b = (tl.program_id(0) // blocks).to(tl.int64)
+    d = (tl.program_id(0) % blocks) * TD + tl.arange(0, TD)[:, None, None]
+    h = tl.program_id(1) * TH + tl.arange(0, TH)[None, :, None]
+    w = tl.program_id(2) * TW + tl.arange(0, TW)[None, None, :]
+    return b, d, h, w, (d < D) & (h < H) & (w < W)
+
+
+@triton.jit
+def _scan_orders_kernel(src_ptr, dst_ptr, D, H, W, s_b, s_d, s_h, s_w, d_b, d_pair, d_d,
+                        TD: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
+    """``dst[b, 0, d, h*W + w] = dst[b, 1, d, w*H + h] = src[b, d, h, w]`` (one read of each
+    element, two coalesced writes)."""
+    b, d, h, w, mask = _pair_offsets(D, H, W, TD, TH, TW)
+    value = tl.load(src_ptr + b * s_b + d * s_d + h * s_h + w * s_w, mask=mask)
+    value = value.to(dst_ptr.dtype.element_ty)
+    dst = dst_ptr + b * d_b + d * d_d
+    tl.store(dst + h * W + w, value, mask=mask)
+    tl.store(dst + d_pair + w * H + h, value, mask=mask)
+
+
+@triton.jit
+def _merge_orders_kernel(src_ptr, dst_ptr, D, H, W, s_b, s_pair, s_d, d_b, d_d, d_h, d_w,
+                         TD: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
+    """``dst[b, d, h, w] = src[b, 0, d, h*W + w] + src[b, 1, d, w*H + h]`` (summed in fp32,
+    stored in ``dst``'s dtype)."""
+    b, d, h, w, mask = _pair_offsets(D, H, W, TD, TH, TW)
+    src = src_ptr + b * s_b + d * s_d
+    value = (tl.load(src + h * W + w, mask=mask).to(tl.float32)
+             + tl.load(src + s_pair + w * H + h, mask=mask).to(tl.float32))
+    tl.store(dst_ptr + b * d_b + d * d_d + h * d_h + w * d_w,
+             value.to(dst_ptr.dtype.element_ty), mask=mask)
+
+
+def _pair_tiles(channels: int, height: int, width: int) -> tuple[int, int, int]:
+    """``(TD, TH, TW)`` of the pair kernels: up to 16 x 16 positions, 4096 elements a tile."""
+    tile_h = min(16, triton.next_power_of_2(height))
+    tile_w = min(16, triton.next_power_of_2(width))
+    tile_d = min(triton.next_power_of_2(channels), max(1, 4096 // (tile_h * tile_w)))
+    return tile_d, tile_h, tile_w
+
+
+def _pair_map_strides(pair: Tensor, x: Tensor, name: str) -> tuple[int, int, int]:
+    """Batch, order and channel strides of ``pair``, a ``(B, 2, D, >= H*W)`` map with unit
+    position stride, for the ``(B, D, H, W)`` map ``x``."""
+    batch, channels, height, width = x.shape
+    if (pair.dim() != 4 or pair.shape[:3] != (batch, 2, channels)
+            or pair.shape[3] < height * width or pair.stride(3) != 1):
+        raise ValueError(f'{name}: the pair map must be (B, 2, D, >= H*W) = '
+                         f'{(batch, 2, channels, height * width)} with unit stride along '
+                         f'positions, got {tuple(pair.shape)} with strides {pair.stride()}')
+    return pair.stride(0), pair.stride(1), pair.stride(2)
+
+
+def scan_orders_into(x: Tensor, out: Tensor) -> Tensor:
+    """Write ``x (B, D, H, W)`` (any strides) into ``out (B, 2, D, S)`` (``S >= H*W``) in both
+    scan orders: ``out[:, 0]`` row-major positions ``h*W + w``, ``out[:, 1]`` column-major
+    ``w*H + h``, cast to ``out.dtype``; columns past ``H*W`` are left as they are.
+
+    Returns:
+        Tensor: ``out``.
+    """
+    batch, channels, height, width = x.shape
+    out_b, out_pair, out_d = _pair_map_strides(out, x, 'scan_orders_into')
+    if x.numel() == 0:
+        return out
+    tiles = _pair_tiles(channels, height, width)
+    grid = (batch * triton.cdiv(channels, tiles[0]), triton.cdiv(height, tiles[1]),
+            triton.cdiv(width, tiles[2]))
+    with device_guard(x):
+        _scan_orders_kernel[grid](x, out, channels, height, width, *x.stride(), out_b, out_pair,
+                                  out_d, TD=tiles[0], TH=tiles[1], TW=tiles[2], num_warps=4)
+    return out
+
+
+def merge_orders_into(pair: Tensor, out: Tensor) -> Tensor:
+    """``out[b, d, h, w] = pair[b, 0, d, h*W + w] + pair[b, 1, d, w*H + h]``: the two scan
+    orders' maps (``(B, 2, D, S)``, unit position stride) added back into one ``(B, D, H, W)``
+    map of any strides (e.g. channels-last), in fp32, cast to ``out.dtype``.
+
+    Returns:
+        Tensor: ``out``.
+    """
+    batch, channels, height, width = out.shape
+    pair_b, pair_pair, pair_d = _pair_map_strides(pair, out, 'merge_orders_into')
+    if out.numel() == 0:
+        return out
+    tiles = _pair_tiles(channels, height, width)
+    grid = (batch * triton.cdiv(channels, tiles[0]), triton.cdiv(height, tiles[1]),
+            triton.cdiv(width, tiles[2]))
+    with device_guard(out):
+        _merge_orders_kernel[grid](pair, out, channels, height, width, pair_b, pair_pair, pair_d,
+                                   *out.stride(), TD=tiles[0], TH=tiles[1], TW=tiles[2],
+                                   num_warps=4)
+    return out
+
+
 def _copy_tiles(src: Tensor, dst: Tensor, sizes: tuple[int, int, int, int], src_strides: Strides,
                 dst_strides: Strides, accumulate: bool = False) -> Tensor:
     """Launch :func:`_copy_tiles_kernel` over the view ``sizes = (outer, inner, rows, cols)``."""
@@ -64,7 +171,7 @@ def _copy_tiles(src: Tensor, dst: Tensor, sizes: tuple[int, int, int, int], src_
     tile_r = min(_TILE, triton.next_power_of_2(rows))
     tile_c = min(_TILE, triton.next_power_of_2(cols))
     grid = (outer * inner, triton.cdiv(rows, tile_r), triton.cdiv(cols, tile_c))
-    with device_guard(src), torch.autocast(src.device.type, enabled=False):
+    with device_guard(src):
         _copy_tiles_kernel[grid](src, dst, inner, rows, cols, *src_strides, *dst_strides,
                                  TR=tile_r, TC=tile_c, ACCUMULATE=accumulate, num_warps=4)
     return dst
@@ -97,11 +204,6 @@ def transpose_into(src: Tensor, dst: Tensor, rows: int, cols: int,
                        Strides(dst.stride(0), dst.stride(1), cols, 1), accumulate)
 
 
-def is_channels_last(x: Tensor) -> bool:
-    """Whether ``x (B, C, H, W)`` is laid out channels-last and not also plainly contiguous."""
-    return (not x.is_contiguous()) and x.is_contiguous(memory_format=torch.channels_last)
-
-
 def dense_2d(x: Tensor) -> Tensor:
     """``x (B, C, H, W)`` itself if contiguous or channels-last, else a contiguous copy."""
     if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
@@ -112,68 +214,3 @@ def dense_2d(x: Tensor) -> Tensor:
 def flat(x: Tensor) -> Tensor:
     """The ``(B, C, H*W)`` view of a contiguous or channels-last ``(B, C, H, W)`` map."""
     return x.view(x.shape[0], x.shape[1], -1)
-
-
-def _map_strides(out: Tensor, batch: int, channels: int, length: int) -> tuple[int, int]:
-    """Batch and channel strides of ``out``, a ``(B, D, L)`` map with unit position stride."""
-    if out.shape != (batch, channels, length) or out.stride(2) != 1:
-        raise ValueError(f'out must be a (B, D, L) = {(batch, channels, length)} map with unit '
-                         f'stride along L, got {tuple(out.shape)} with strides {out.stride()}')
-    return out.stride(0), out.stride(1)
-
-
-def channel_major(x: Tensor, out: Tensor | None = None) -> Tensor:
-    """``x (B, D, H, W)`` as a ``(B, D, H*W)`` map (row-major positions).
-
-    Without ``out``: a contiguous map, a view when ``x`` is contiguous, a tiled copy when it is
-    channels-last, ``.contiguous()`` otherwise. ``out``: a ``(B, D, H*W)`` map with unit stride
-    along positions (e.g. a view of a map with padded rows) to write into.
-    """
-    batch, channels, height, width = x.shape
-    length = height * width
-    if not is_channels_last(x):
-        dense = x.contiguous().view(batch, channels, length)
-        return dense if out is None else out.copy_(dense)
-    if out is None:
-        out = x.new_empty(batch, channels, length)
-    out_batch, out_channel = _map_strides(out, batch, channels, length)
-    # out[b, 0, d, l] = x[b, l, d] (channels-last memory).
-    return _copy_tiles(x, out, (batch, 1, channels, length),
-                       Strides(length * channels, 0, 1, channels),
-                       Strides(out_batch, 0, out_channel, 1))
-
-
-def channel_major_transposed(x: Tensor, out: Tensor | None = None) -> Tensor:
-    """``x (B, D, H, W)`` as a ``(B, D, W*H)`` map (column-major positions), contiguous or
-    written into ``out`` (as in :func:`channel_major`)."""
-    batch, channels, height, width = x.shape
-    length = height * width
-    if out is None:
-        out = x.new_empty(batch, channels, length)
-    if not is_channels_last(x):
-        return transpose_into(x.contiguous().view(batch, channels, length), out, width, height)
-    out_batch, out_channel = _map_strides(out, batch, channels, length)
-    # out[b, w, d, h] = x[b, h, w, d]: outer b, inner w, rows d, cols h.
-    return _copy_tiles(x, out, (batch, width, channels, height),
-                       Strides(length * channels, channels, 1, width * channels),
-                       Strides(out_batch, height, out_channel, 1))
-
-
-def channels_last_into(src: Tensor, dst: Tensor) -> Tensor:
-    """Copy a channel-major ``src (B, D, H*W)`` (unit stride along positions) into
-    ``dst (B, D, H, W)``, whatever the latter's layout (channels-last or contiguous), casting to
-    ``dst.dtype``.
-
-    Returns:
-        Tensor: ``dst``.
-    """
-    batch, channels, height, width = dst.shape
-    length = height * width
-    src_batch, src_channel = _map_strides(src, batch, channels, length)
-    if not is_channels_last(dst):
-        dst.view(batch, channels, length).copy_(src)
-        return dst
-    # dst[b, l, d] = src[b, d, l]: rows l, cols d (channels-last memory).
-    return _copy_tiles(src, dst, (batch, 1, length, channels),
-                       Strides(src_batch, 0, 1, src_channel),
-                       Strides(length * channels, 0, channels, 1))
