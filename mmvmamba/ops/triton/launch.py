@@ -6,9 +6,11 @@ import contextlib
 import torch
 from torch import Tensor
 
-__all__ = ['device_guard']
+__all__ = ['device_guard', 'NO_OP']
 
-_NO_GUARD = contextlib.nullcontext()
+#: A shared do-nothing context manager (reusable), for helpers that enter a context only when
+#: it is needed: creating one per call costs host time on the eager step.
+NO_OP = contextlib.nullcontext()
 
 
 def device_guard(tensor: Tensor) -> contextlib.AbstractContextManager:
@@ -21,4 +23,4 @@ def device_guard(tensor: Tensor) -> contextlib.AbstractContextManager:
     """
     if tensor.is_cuda and tensor.get_device() != torch.cuda.current_device():
         return torch.cuda.device(tensor.device)
-    return _NO_GUARD
+    return NO_OP

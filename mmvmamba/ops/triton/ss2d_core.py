@@ -41,7 +41,7 @@ import torch.nn.functional as F
 import triton
 from torch import Tensor
 
-from .launch import device_guard
+from .launch import NO_OP, device_guard
 from .layer_norm_2d import ln2d_backward, ln2d_forward
 from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
 from .transpose import dense_2d, flat, merge_orders_into, scan_orders_into, transpose_into
@@ -205,16 +205,13 @@ def _valid(row_map: Tensor, length: int) -> Tensor:
     return row_map[..., :length]
 
 
-_NO_AUTOCAST = contextlib.nullcontext()
-
-
 def _autocast_off(x: Tensor) -> contextlib.AbstractContextManager:
     """Autocast disabled for the passes' GEMMs (they run in the map's dtype, accumulating in
     fp32), entered only when it is on: ``torch.autocast`` costs a dozen torch calls per use,
     and the backward runs without it anyway."""
     if torch.is_autocast_enabled(x.device.type):
         return torch.autocast(x.device.type, enabled=False)
-    return _NO_AUTOCAST
+    return NO_OP
 
 
 def _scan_inputs(x: Tensor) -> Tensor:
@@ -229,12 +226,25 @@ def _scan_inputs(x: Tensor) -> Tensor:
 def _state_maps(batch: int, inner: int, cfg: ScanConfig,
                 **f32) -> tuple[Tensor, Tensor, Tensor]:
     """``states (B, 4, D, NCH)`` and the segment summaries ``seg_decay``, ``seg_state``
-    ``(B, 4, NSEG, D)`` (with one segment the kernels never touch ``seg_state``: it is
-    ``seg_decay`` itself, one allocation less)."""
+    ``(B, 4, NSEG, D)`` (see :func:`_segment_scratch`)."""
     states = torch.empty(batch, DIRECTIONS, inner, cfg.chunks, **f32)
     seg_decay = torch.empty(batch, DIRECTIONS, cfg.segments, inner, **f32)
-    seg_state = torch.empty_like(seg_decay) if cfg.segments > 1 else seg_decay
-    return states, seg_decay, seg_state
+    return states, seg_decay, _segment_scratch(seg_decay, cfg)
+
+
+def _segment_scratch(seg_decay: Tensor, cfg: ScanConfig) -> Tensor:
+    """A second map of segment summaries like ``seg_decay`` (``seg_state`` forward,
+    ``seg_carry`` backward); with one segment the kernels never touch it, so ``seg_decay``
+    itself stands in."""
+    return torch.empty_like(seg_decay) if cfg.segments > 1 else seg_decay
+
+
+def _scan_params(dt_projs_weight: Tensor, dt_projs_bias: Tensor, A_logs: Tensor,
+                 Ds: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The SSM parameters as the scan kernels read them: contiguous, in their own dtype
+    (``wdt (4, D, R)``; ``bias``, ``A_logs``, ``Ds`` as ``(4, D)`` by memory)."""
+    return (dt_projs_weight.contiguous(), dt_projs_bias.contiguous(), A_logs.contiguous(),
+            Ds.contiguous())
 
 
 def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
@@ -256,9 +266,9 @@ def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs
         y = _new_map((batch, inner), length, zeroed=not paired, **f32)
         yt = _new_map((batch, inner), length, zeroed=not paired, **f32)
         states, seg_decay, seg_state = _state_maps(batch, inner, cfg, **f32)
-        args = (xs, proj, dt_projs_weight.contiguous(), dt_projs_bias.contiguous(),
-                A_logs.contiguous(), Ds.contiguous(), y, yt, states, seg_decay, seg_state, inner,
-                length, xs.shape[3], cfg.chunks, cfg.segments, cfg.chunks_per_segment)
+        args = (xs, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds), y, yt,
+                states, seg_decay, seg_state, inner, length, xs.shape[3], cfg.chunks,
+                cfg.segments, cfg.chunks_per_segment)
         meta = _meta(cfg, rank, backward=False)
         with device_guard(x):
             _launch(ss2d_scan_fwd_kernel, cfg, batch, inner, paired, args, meta)
@@ -321,11 +331,10 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         stride = grad_proj.shape[2]
         grad_z = torch.empty(batch, DIRECTIONS, inner, stride, device=x.device, dtype=x.dtype)
         grad_chan = torch.empty(batch, DIRECTIONS, cfg.segments, 3, inner, **f32)
-        seg_carry = torch.empty_like(seg_decay) if cfg.segments > 1 else seg_decay
-        args = (xs, proj, dt_projs_weight.contiguous(), dt_projs_bias.contiguous(),
-                A_logs.contiguous(), Ds.contiguous(), grad_ys, states, seg_decay, seg_carry,
-                grad_xs, grad_z, grad_proj, grad_chan, inner, length, stride, cfg.chunks,
-                cfg.segments, cfg.chunks_per_segment)
+        args = (xs, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds), grad_ys,
+                states, seg_decay, _segment_scratch(seg_decay, cfg), grad_xs, grad_z, grad_proj,
+                grad_chan, inner, length, stride, cfg.chunks, cfg.segments,
+                cfg.chunks_per_segment)
         meta = _meta(cfg, rank, backward=True)
         with device_guard(x):
             _launch(ss2d_scan_bwd_kernel, cfg, batch, inner, paired, args, meta)

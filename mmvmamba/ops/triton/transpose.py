@@ -99,12 +99,20 @@ def _merge_orders_kernel(src_ptr, dst_ptr, D, H, W, s_b, s_pair, s_d, d_b, d_d, 
              value.to(dst_ptr.dtype.element_ty), mask=mask)
 
 
-def _pair_tiles(channels: int, height: int, width: int) -> tuple[int, int, int]:
-    """``(TD, TH, TW)`` of the pair kernels: up to 16 x 16 positions, 4096 elements a tile."""
+def _launch_pair_kernel(kernel, x: Tensor, src: Tensor, dst: Tensor, strides: tuple) -> None:
+    """Launch a pair kernel (``kernel(src, dst, D, H, W, *strides)``) over the tiles of the
+    ``(B, D, H, W)`` map ``x``: up to 16 x 16 positions and 4096 elements a tile."""
+    batch, channels, height, width = x.shape
+    if x.numel() == 0:
+        return
     tile_h = min(16, triton.next_power_of_2(height))
     tile_w = min(16, triton.next_power_of_2(width))
     tile_d = min(triton.next_power_of_2(channels), max(1, 4096 // (tile_h * tile_w)))
-    return tile_d, tile_h, tile_w
+    grid = (batch * triton.cdiv(channels, tile_d), triton.cdiv(height, tile_h),
+            triton.cdiv(width, tile_w))
+    with device_guard(x):
+        kernel[grid](src, dst, channels, height, width, *strides, TD=tile_d, TH=tile_h,
+                     TW=tile_w, num_warps=4)
 
 
 def _pair_map_strides(pair: Tensor, x: Tensor, name: str) -> tuple[int, int, int]:
@@ -127,16 +135,8 @@ def scan_orders_into(x: Tensor, out: Tensor) -> Tensor:
     Returns:
         Tensor: ``out``.
     """
-    batch, channels, height, width = x.shape
-    out_b, out_pair, out_d = _pair_map_strides(out, x, 'scan_orders_into')
-    if x.numel() == 0:
-        return out
-    tiles = _pair_tiles(channels, height, width)
-    grid = (batch * triton.cdiv(channels, tiles[0]), triton.cdiv(height, tiles[1]),
-            triton.cdiv(width, tiles[2]))
-    with device_guard(x):
-        _scan_orders_kernel[grid](x, out, channels, height, width, *x.stride(), out_b, out_pair,
-                                  out_d, TD=tiles[0], TH=tiles[1], TW=tiles[2], num_warps=4)
+    strides = (*x.stride(), *_pair_map_strides(out, x, 'scan_orders_into'))
+    _launch_pair_kernel(_scan_orders_kernel, x, x, out, strides)
     return out
 
 
@@ -148,17 +148,8 @@ def merge_orders_into(pair: Tensor, out: Tensor) -> Tensor:
     Returns:
         Tensor: ``out``.
     """
-    batch, channels, height, width = out.shape
-    pair_b, pair_pair, pair_d = _pair_map_strides(pair, out, 'merge_orders_into')
-    if out.numel() == 0:
-        return out
-    tiles = _pair_tiles(channels, height, width)
-    grid = (batch * triton.cdiv(channels, tiles[0]), triton.cdiv(height, tiles[1]),
-            triton.cdiv(width, tiles[2]))
-    with device_guard(out):
-        _merge_orders_kernel[grid](pair, out, channels, height, width, pair_b, pair_pair, pair_d,
-                                   *out.stride(), TD=tiles[0], TH=tiles[1], TW=tiles[2],
-                                   num_warps=4)
+    strides = (*_pair_map_strides(pair, out, 'merge_orders_into'), *out.stride())
+    _launch_pair_kernel(_merge_orders_kernel, out, pair, out, strides)
     return out
 
 
