@@ -15,8 +15,9 @@ Sections (``--sections``, comma separated):
   number of kernels launched per iteration.
 - ``host``: the host's time per eager step (``--host-batch``, default 2, so that the GPU keeps
   up and the wall time of back-to-back steps is what the Python side needs to issue them), per
-  model, inference and training; and a ``cProfile`` of VMamba-T's training steps (top functions
-  by own time) in ``host_profile_vmamba_tiny_train.txt``.
+  model, inference and training (median of 5 runs); a ``cProfile`` of VMamba-T's training
+  steps (top functions by own time) in ``host_profile_vmamba_tiny_train.txt`` and the host
+  time per ATen op (``torch.profiler``, CPU) in ``host_ops_vmamba_tiny_train.txt``.
 
 Method (as the issue's anchors): ``torch.randn`` inputs, warm-up then timed iterations each
 bracketed by CUDA events, median reported, img/s = batch / median, peak memory =
@@ -288,20 +289,26 @@ def kernels_per_step(prof, steps: int) -> float:
                and e.self_device_time_total > 0) / steps
 
 
-def host_time(step: Callable[[], object], steps: int) -> float:
-    """Milliseconds per step of ``steps`` back-to-back steps, synchronised once at the end.
+def host_time(step: Callable[[], object], steps: int, repeats: int = 5) -> float:
+    """Milliseconds per step: the median over ``repeats`` runs of ``steps`` back-to-back
+    steps, each synchronised once at its end.
 
     At a small batch every kernel finishes before the host issues the next one, so this is the
-    host's time to issue a step (Python, autograd, dispatcher, kernel launches).
+    host's time to issue a step (Python, autograd, dispatcher, kernel launches). The host's
+    speed drifts within a call (one run of 20 training steps varied by 15% between
+    measurements in session 11), hence the median.
     """
     for _ in range(3):
         step()
     torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps * 1e3
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        runs.append((time.perf_counter() - start) / steps * 1e3)
+    return statistics.median(runs)
 
 
 def bench_host_calls(rows: list[dict], steps: int) -> None:
@@ -345,6 +352,21 @@ def bench_host_calls(rows: list[dict], steps: int) -> None:
                          'every fwd_bwd row includes)'))
 
 
+def write_host_ops(step: Callable[[], object], steps: int, path: str) -> None:
+    """The host time of each ATen op and Python-level torch function over ``steps`` steps
+    (``torch.profiler``, CPU activity only, sorted by self time): which ops the host's time
+    per step is spent issuing."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    with open(path, 'w') as f:
+        f.write(f'torch.profiler, CPU activity, {steps} steps\n')
+        f.write(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=50))
+
+
 def bench_host(rows: list[dict], out_dir: str, names: list[str], batch: int, steps: int) -> None:
     """Host time per eager step of each model; cProfile of VMamba-T's training steps."""
     import cProfile
@@ -377,6 +399,7 @@ def bench_host(rows: list[dict], out_dir: str, names: list[str], batch: int, ste
                 with open(path, 'w') as f:
                     f.write(f'cProfile of {steps} training steps, batch {batch}, 224\n')
                     f.write(text.getvalue())
+                write_host_ops(step, steps, os.path.join(out_dir, f'host_ops_{name}_{mode}.txt'))
         del model
         torch.cuda.empty_cache()
 

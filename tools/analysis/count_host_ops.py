@@ -48,7 +48,7 @@ def _profile_calls(counts: Counter):
     def hook(frame, event, arg):
         if event == 'c_call' and not _STATE['paused'] and _is_torch_builtin(arg):
             counts['torch calls'] += 1
-            counts[f'call {getattr(arg, "__qualname__", arg)}'] += 1
+            counts[f'call:{getattr(arg, "__qualname__", arg)}'] += 1
     return hook
 
 
@@ -60,6 +60,7 @@ class _AtenCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if not _STATE['paused']:
             self.counts['aten ops'] += 1
+            self.counts[f'aten:{func.overloadpacket.__name__}'] += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -162,7 +163,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--json', action='store_true', help='print one JSON line')
     parser.add_argument('--top', type=int, default=0,
-                        help='also list the N most frequent torch calls of each part')
+                        help='also list the N most frequent torch calls and ATen ops of each '
+                             'part')
     args = parser.parse_args()
     _patch_launches()
     results = {}
@@ -178,9 +180,10 @@ def main() -> None:
     for name, row in results.items():
         print(f'{name:32s}' + ''.join(f'{row.get(k, 0):13d}' for k in keys))  # noqa: T201
     for name, row in results.items() if args.top else ():
-        calls = sorted(((v, k[5:]) for k, v in row.items() if k.startswith('call ')),
-                       reverse=True)[:args.top]
-        print(f'{name}: ' + ', '.join(f'{k} {v}' for v, k in calls))  # noqa: T201
+        for kind in ('call', 'aten'):
+            top = sorted(((v, k[len(kind) + 1:]) for k, v in row.items()
+                          if k.startswith(f'{kind}:')), reverse=True)[:args.top]
+            print(f'{name} ({kind}): ' + ', '.join(f'{k} {v}' for v, k in top))  # noqa: T201
 
 
 if __name__ == '__main__':

@@ -8,10 +8,9 @@ launchers are shared with the fused SS2D core, whose output norm runs on its fp3
 from __future__ import annotations
 
 import torch
-import triton
 from torch import Tensor
 
-from .launch import device_guard
+from .launch import cdiv, device_guard, launch, next_power_of_2
 from .layer_norm_2d_kernels import layer_norm_2d_bwd_kernel, layer_norm_2d_fwd_kernel
 from .transpose import dense_2d, flat
 
@@ -21,8 +20,8 @@ _TILE_ELEMENTS = 4096  # channels x positions held by one program
 
 
 def _blocks(channels: int, length: int) -> tuple[int, int]:
-    block_c = triton.next_power_of_2(channels)
-    block_p = max(1, min(triton.next_power_of_2(length), _TILE_ELEMENTS // block_c))
+    block_c = next_power_of_2(channels)
+    block_p = max(1, min(next_power_of_2(length), _TILE_ELEMENTS // block_c))
     return block_c, block_p
 
 
@@ -47,12 +46,12 @@ def ln2d_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: flo
     block_c, block_p = _blocks(channels, length)
     w = weight.contiguous() if weight is not None else x
     b = bias.contiguous() if bias is not None else x
-    grid = (triton.cdiv(length, block_p), batch)
+    grid = (cdiv(length, block_p), batch)
     with device_guard(x):
-        layer_norm_2d_fwd_kernel[grid](
-            x, w, b, out, stats, channels, length, eps, *x.stride(), *out.stride(),
-            BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-            num_warps=4)
+        launch(layer_norm_2d_fwd_kernel, grid,
+               (x, w, b, out, stats, channels, length, eps, *x.stride(), *out.stride()),
+               dict(BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None,
+                    HAS_BIAS=bias is not None, num_warps=4))
     return out, stats
 
 
@@ -76,7 +75,7 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, stats: Ten
     """
     batch, channels, length = x.shape
     block_c, block_p = _blocks(channels, length)
-    grid = (triton.cdiv(length, block_p), batch)
+    grid = (cdiv(length, block_p), batch)
     if out is None:
         grad_x = torch.empty_like(x, dtype=grad_dtype)  # x is dense: its strides are kept
     elif out.shape != x.shape or out.dtype != grad_dtype:
@@ -87,10 +86,10 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, stats: Ten
     partial = torch.empty(batch * grid[0], 2, channels, device=x.device, dtype=torch.float32)
     w = weight.contiguous() if weight is not None else x
     with device_guard(x):
-        layer_norm_2d_bwd_kernel[grid](
-            grad_out, x, w, stats, grad_x, partial, channels, length, *grad_out.stride(),
-            *x.stride(), *grad_x.stride(), BC=block_c, BP=block_p,
-            HAS_WEIGHT=weight is not None, num_warps=4)
+        launch(layer_norm_2d_bwd_kernel, grid,
+               (grad_out, x, w, stats, grad_x, partial, channels, length, *grad_out.stride(),
+                *x.stride(), *grad_x.stride()),
+               dict(BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None, num_warps=4))
     return grad_x, partial.sum(0)
 
 

@@ -38,10 +38,9 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-import triton
 from torch import Tensor
 
-from .launch import NO_OP, device_guard
+from .launch import NO_OP, cdiv, device_guard, launch, next_power_of_2
 from .layer_norm_2d import ln2d_backward, ln2d_forward
 from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
 from .transpose import dense_2d, flat, merge_orders_into, scan_orders_into, transpose_into
@@ -85,7 +84,7 @@ class ScanConfig(NamedTuple):
 
 def _channels_per_program(block_d: int, smallest: int, batch: int, channels: int) -> int:
     """``block_d`` halved (not below ``smallest``) while the grid is under ``min_programs``."""
-    while block_d > smallest and triton.cdiv(channels, block_d) * batch * DIRECTIONS < SCAN_TUNING[
+    while block_d > smallest and cdiv(channels, block_d) * batch * DIRECTIONS < SCAN_TUNING[
             'min_programs']:
         block_d //= 2
     return block_d
@@ -108,20 +107,20 @@ def _scan_config(batch: int, channels: int, length: int, _tuning: tuple) -> Scan
                          f'block_l >= 16, got {requested} and {block_l}')
     while block_l > 16 and block_l >= 2 * length:
         block_l //= 2
-    chunks = triton.cdiv(length, block_l)
+    chunks = cdiv(length, block_l)
     block_d, bwd_block_d = (_channels_per_program(b, smallest, batch, channels)
                             for b in requested)
-    programs = triton.cdiv(channels, block_d) * batch * DIRECTIONS
-    segments = min(chunks, triton.cdiv(SCAN_TUNING['min_programs'], programs))
-    per_segment = triton.cdiv(chunks, max(1, segments))
-    segments = triton.cdiv(chunks, per_segment)
+    programs = cdiv(channels, block_d) * batch * DIRECTIONS
+    segments = min(chunks, cdiv(SCAN_TUNING['min_programs'], programs))
+    per_segment = cdiv(chunks, max(1, segments))
+    segments = cdiv(chunks, per_segment)
     return ScanConfig(block_d, block_l, chunks, segments, per_segment, SCAN_TUNING['num_warps'],
                       dt_dot, bwd_block_d, SCAN_TUNING['bwd_num_warps'])
 
 
 def _meta(cfg: ScanConfig, rank: int, backward: bool) -> dict:
     """Compile-time arguments of the forward or the backward scan kernel."""
-    return dict(R=rank, RP=max(16, triton.next_power_of_2(rank)),
+    return dict(R=rank, RP=max(16, next_power_of_2(rank)),
                 BD=cfg.bwd_block_d if backward else cfg.block_d, BL=cfg.block_l,
                 DT_DOT=cfg.dt_dot, num_warps=cfg.bwd_num_warps if backward else cfg.num_warps)
 
@@ -135,14 +134,14 @@ def _launch(kernel, cfg: ScanConfig, batch: int, inner: int, paired: bool, args:
             meta: dict) -> None:
     """Run a scan kernel: one paired launch (directions k and k+2 per program, one segment), or
     the segment-summary launch (several segments) and then one program per direction."""
-    channel_blocks = triton.cdiv(inner, meta['BD'])
+    channel_blocks = cdiv(inner, meta['BD'])
     if paired:
-        kernel[(channel_blocks, batch, 2)](*args, SUMMARY=False, PAIRED=True, **meta)
+        launch(kernel, (channel_blocks, batch, 2), args, dict(meta, SUMMARY=False, PAIRED=True))
         return
     grid = (channel_blocks, batch, DIRECTIONS * cfg.segments)
     if cfg.segments > 1:
-        kernel[grid](*args, SUMMARY=True, PAIRED=False, **meta)
-    kernel[grid](*args, SUMMARY=False, PAIRED=False, **meta)
+        launch(kernel, grid, args, dict(meta, SUMMARY=True, PAIRED=False))
+    launch(kernel, grid, args, dict(meta, SUMMARY=False, PAIRED=False))
 
 
 def _check(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A_logs: Tensor) -> int:
@@ -190,7 +189,7 @@ ROW_ALIGN = 16
 
 def _row_stride(length: int) -> int:
     """Row stride ``S`` of the scan's maps: ``length`` rounded up to :data:`ROW_ALIGN`."""
-    return triton.cdiv(length, ROW_ALIGN) * ROW_ALIGN
+    return cdiv(length, ROW_ALIGN) * ROW_ALIGN
 
 
 def _new_map(lead: tuple, length: int, *, zeroed: bool = False, **kwargs) -> Tensor:

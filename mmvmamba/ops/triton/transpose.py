@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .launch import device_guard
+from .launch import cdiv, device_guard, launch, next_power_of_2
 
 __all__ = ['transpose_into', 'scan_orders_into', 'merge_orders_into', 'dense_2d', 'flat']
 
@@ -105,14 +105,14 @@ def _launch_pair_kernel(kernel, x: Tensor, src: Tensor, dst: Tensor, strides: tu
     batch, channels, height, width = x.shape
     if x.numel() == 0:
         return
-    tile_h = min(16, triton.next_power_of_2(height))
-    tile_w = min(16, triton.next_power_of_2(width))
-    tile_d = min(triton.next_power_of_2(channels), max(1, 4096 // (tile_h * tile_w)))
-    grid = (batch * triton.cdiv(channels, tile_d), triton.cdiv(height, tile_h),
-            triton.cdiv(width, tile_w))
+    tile_h = min(16, next_power_of_2(height))
+    tile_w = min(16, next_power_of_2(width))
+    tile_d = min(next_power_of_2(channels), max(1, 4096 // (tile_h * tile_w)))
+    grid = (batch * cdiv(channels, tile_d), cdiv(height, tile_h),
+            cdiv(width, tile_w))
     with device_guard(x):
-        kernel[grid](src, dst, channels, height, width, *strides, TD=tile_d, TH=tile_h,
-                     TW=tile_w, num_warps=4)
+        launch(kernel, grid, (src, dst, channels, height, width, *strides),
+               dict(TD=tile_d, TH=tile_h, TW=tile_w, num_warps=4))
 
 
 def _pair_map_strides(pair: Tensor, x: Tensor, name: str) -> tuple[int, int, int]:
@@ -159,12 +159,13 @@ def _copy_tiles(src: Tensor, dst: Tensor, sizes: tuple[int, int, int, int], src_
     outer, inner, rows, cols = sizes
     if outer * inner * rows * cols == 0:
         return dst
-    tile_r = min(_TILE, triton.next_power_of_2(rows))
-    tile_c = min(_TILE, triton.next_power_of_2(cols))
-    grid = (outer * inner, triton.cdiv(rows, tile_r), triton.cdiv(cols, tile_c))
+    tile_r = min(_TILE, next_power_of_2(rows))
+    tile_c = min(_TILE, next_power_of_2(cols))
+    grid = (outer * inner, cdiv(rows, tile_r), cdiv(cols, tile_c))
     with device_guard(src):
-        _copy_tiles_kernel[grid](src, dst, inner, rows, cols, *src_strides, *dst_strides,
-                                 TR=tile_r, TC=tile_c, ACCUMULATE=accumulate, num_warps=4)
+        launch(_copy_tiles_kernel, grid, (src, dst, inner, rows, cols, *src_strides,
+                                          *dst_strides),
+               dict(TR=tile_r, TC=tile_c, ACCUMULATE=accumulate, num_warps=4))
     return dst
 
 
