@@ -188,17 +188,28 @@ def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
 def test_slot_order_is_spelled_the_same_everywhere():
     """The kernels' slot of a direction, the slot views and the slot-ordered weights agree with
     ``SLOT_DIRECTION`` (the proj slot order: the row-major directions first)."""
-    from mmvmamba.ops.triton.ss2d_core import _direction_order, _slot_order, _slot_weights
+    from mmvmamba.ops.triton.ss2d_core import (
+        _direction_order,
+        _pair_weights,
+        _slot_dt_weights,
+        _slot_order,
+    )
     from mmvmamba.ops.triton.ss2d_scan import SLOT_DIRECTION, _proj_slot
 
     assert [_proj_slot.fn(k) for k in range(4)] == [SLOT_DIRECTION.index(k) for k in range(4)]
     order = torch.arange(4)
     assert _slot_order(order).reshape(4).tolist() == list(SLOT_DIRECTION)
     assert _direction_order(_slot_order(order)).tolist() == [0, 1, 2, 3]
-    weight = torch.randn(4, 3, 5)
-    by_slot = _slot_weights(weight, torch.float64)
-    assert by_slot.shape == (2, 6, 5) and by_slot.dtype == torch.float64
-    assert torch.equal(by_slot.view(4, 3, 5), weight[list(SLOT_DIRECTION)].double())
+    weight = torch.randn(4, 3, 5)  # (4, R+2, D)
+    pairs = _pair_weights(weight, 2, torch.float64)  # (2B, 2*(R+2), D)
+    assert pairs.shape == (4, 6, 5) and pairs.dtype == torch.float64
+    by_slot = weight[list(SLOT_DIRECTION)].double().view(2, 6, 5)
+    assert torch.equal(pairs, by_slot.repeat(2, 1, 1))
+    dt_weight = torch.randn(4, 5, 2)  # (4, D, R)
+    slots = _slot_dt_weights(dt_weight, 2, torch.float64).view(2, 4, 4, 5)  # (B, slot, R+2, D)
+    expected = dt_weight[list(SLOT_DIRECTION)].transpose(1, 2).double()
+    assert torch.equal(slots[:, :, :2], expected.expand(2, -1, -1, -1))
+    assert not slots[:, :, 2:].any()
 
 
 def test_fused_core_rejects_state_size_above_one():

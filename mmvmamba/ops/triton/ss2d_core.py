@@ -37,7 +37,6 @@ import functools
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .launch import NO_OP, cdiv, device_guard, launch, next_power_of_2
@@ -177,10 +176,24 @@ def _direction_order(t: Tensor) -> Tensor:
     return t.transpose(0, 1).reshape(DIRECTIONS, *t.shape[2:])
 
 
-def _slot_weights(x_proj_weight: Tensor, dtype: torch.dtype) -> Tensor:
-    """``(2, 2*(R+2), D)`` x-projection weights in ``dtype``: ``[0]`` the row-major slots
-    (k = 0, 2), ``[1]`` the column-major ones (k = 1, 3)."""
-    return _slot_order(x_proj_weight.to(dtype)).reshape(2, -1, x_proj_weight.shape[2])
+def _pair_weights(x_proj_weight: Tensor, batch: int, dtype: torch.dtype) -> Tensor:
+    """``(2B, 2*(R+2), D)`` x-projection weights for each (image, scan order) pair of
+    ``xs``, in ``dtype``: pair ``2b + g`` holds order ``g``'s two slots (directions ``g`` and
+    ``g + 2``). One copy (cast, slot order and batch broadcast at once): the batched GEMMs
+    over both orders need a weight per pair, and a broadcasting ``matmul`` would make two."""
+    _, rows, inner = x_proj_weight.shape
+    out = torch.empty(batch, 2, 2, rows, inner, device=x_proj_weight.device, dtype=dtype)
+    return out.copy_(_slot_order(x_proj_weight)).view(2 * batch, 2 * rows, inner)
+
+
+def _slot_dt_weights(dt_projs_weight: Tensor, batch: int, dtype: torch.dtype) -> Tensor:
+    """``(4B, R+2, D)`` transposed dt-projection weights per (image, ``proj`` slot), in
+    ``dtype``, with two zero rows for the B and C rows of the slot (so that the GEMM with the
+    dt gradient spans all ``R+2`` rows of ``grad_proj``)."""
+    _, inner, rank = dt_projs_weight.shape
+    out = torch.zeros(batch, 2, 2, rank + 2, inner, device=dt_projs_weight.device, dtype=dtype)
+    out[..., :rank, :].copy_(_slot_order(dt_projs_weight).transpose(2, 3))
+    return out.view(4 * batch, rank + 2, inner)
 
 
 #: Row stride multiple of the maps the scan kernels read and write (see ss2d_scan).
@@ -259,9 +272,10 @@ def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs
     f32 = dict(device=x.device, dtype=torch.float32)
     with _autocast_off(x):
         xs = _scan_inputs(x)
-        # (B, 2, 2*(R+2), S) = (B, 4*(R+2), S) by slot, each direction in its own order.
-        proj = torch.matmul(_slot_weights(x_proj_weight, x.dtype), xs)
-        proj = proj.view(batch, -1, xs.shape[3])
+        # (2B, 2*(R+2), S) = (B, 4*(R+2), S) by slot, each direction in its own order.
+        stride = xs.shape[3]
+        proj = torch.bmm(_pair_weights(x_proj_weight, batch, x.dtype),
+                         xs.view(2 * batch, inner, stride)).view(batch, -1, stride)
         y = _new_map((batch, inner), length, zeroed=not paired, **f32)
         yt = _new_map((batch, inner), length, zeroed=not paired, **f32)
         states, seg_decay, seg_state = _state_maps(batch, inner, cfg, **f32)
@@ -307,9 +321,11 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
               dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor,
               proj: Tensor, y: Tensor, stats: Tensor, states: Tensor,
               seg_decay: Tensor
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The backward: gradients of ``x`` and the five SSM parameters, and the out-norm's
-    weight and bias gradients as one ``(2, Din)`` fp32 tensor."""
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The backward: gradients of ``x`` and the two projection weights, of the dt bias,
+    A_logs and Ds as one ``(3, 4, Din)`` fp32 tensor, and of the out-norm's weight and bias as
+    one ``(2, Din)`` fp32 tensor (one reduction each; a custom op's outputs may not alias, so
+    :func:`_gradients` splits them)."""
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
     batch, inner, height, width = x.shape
     length = height * width
@@ -329,7 +345,7 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         grad_proj = _new_map((batch, DIRECTIONS * rows), length, zeroed=True, **f32)  # by slot
         stride = grad_proj.shape[2]
         grad_z = torch.empty(batch, DIRECTIONS, inner, stride, device=x.device, dtype=x.dtype)
-        grad_chan = torch.empty(batch, DIRECTIONS, cfg.segments, 3, inner, **f32)
+        grad_chan = torch.empty(3, batch, DIRECTIONS, cfg.segments, inner, **f32)
         args = (xs, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds), grad_ys,
                 states, seg_decay, _segment_scratch(seg_decay, cfg), grad_xs, grad_z, grad_proj,
                 grad_chan, inner, length, stride, cfg.chunks, cfg.segments,
@@ -343,31 +359,26 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         # dimension (6 in VMamba-T) falls to slow unaligned tensor-core kernels. Padding
         # columns (past ``length``) hold garbage: column-wise products keep it there, and
         # every sum over positions reads only the valid columns.
-        wdt_t = F.pad(_slot_order(dt_projs_weight).transpose(2, 3).to(x.dtype), (0, 0, 0, 2))
-        grad_proj.view(batch, 2, 2, rows, stride).add_(torch.matmul(wdt_t, grad_z.view(
-            batch, 2, 2, inner, stride)))
+        slots = DIRECTIONS * batch
+        grad_proj.view(slots, rows, stride).add_(torch.bmm(
+            _slot_dt_weights(dt_projs_weight, batch, x.dtype), grad_z.view(slots, inner, stride)))
         proj_t = _valid(proj.view(batch, DIRECTIONS, rows, stride), length).transpose(2, 3)
         grad_wdt = torch.matmul(_valid(grad_z, length), proj_t).float().sum(0)[..., :rank]
         # x projection, from both scan orders at once: (2B, D, 2*(R+2)) @ (2B, 2*(R+2), S),
         # added in place (an out-of-place product would write and re-read an fp32 map).
         pairs = 2 * batch
-        w_t = _slot_weights(x_proj_weight, torch.float32).transpose(1, 2)
         grad_xs.view(pairs, inner, stride).baddbmm_(
-            w_t.expand(batch, -1, -1, -1).reshape(pairs, inner, -1),
+            _pair_weights(x_proj_weight, batch, torch.float32).transpose(1, 2),
             grad_proj.view(pairs, -1, stride))
         grad_x = merge_orders_into(grad_xs, torch.empty_like(x))
         # (B, 2, 2*(R+2), L) @ (B, 2, L, D) in x's dtype (no fp32 copy of x), summed in fp32.
         grad_w_slots = torch.matmul(
             _valid(grad_proj.view(batch, 2, -1, stride), length).to(x.dtype),
             _valid(xs, length).transpose(2, 3)).float().sum(0)
-        chan = grad_chan.sum((0, 2))  # (4, 3, D): bias, A, Ds
-        grad_a_logs = chan[:, 1] * -torch.exp(A_logs.float().view(DIRECTIONS, inner))
     return (grad_x,
             _direction_order(grad_w_slots.view(2, 2, rows, inner)).to(x_proj_weight.dtype),
             _direction_order(grad_wdt.view(2, 2, inner, rank)).to(dt_projs_weight.dtype),
-            chan[:, 0].to(dt_projs_bias.dtype).contiguous(),
-            grad_a_logs.view(A_logs.shape).to(A_logs.dtype),
-            chan[:, 2].reshape(Ds.shape).to(Ds.dtype),
+            grad_chan.sum((1, 3)),
             grad_norm)
 
 
@@ -376,7 +387,7 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
               dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor,
               proj: Tensor, y: Tensor, stats: Tensor, states: Tensor,
               seg_decay: Tensor
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     return _backward(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
                      out_norm_weight, proj, y, stats, states, seg_decay)
 
@@ -388,8 +399,7 @@ def _(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, ou
     f32 = torch.float32
     return (torch.empty_like(x),
             torch.empty_like(x_proj_weight), torch.empty_like(dt_projs_weight),
-            torch.empty_like(dt_projs_bias), torch.empty_like(A_logs), torch.empty_like(Ds),
-            x.new_empty(2, inner, dtype=f32))
+            x.new_empty(3, DIRECTIONS, inner, dtype=f32), x.new_empty(2, inner, dtype=f32))
 
 
 def _core_setup(ctx, inputs, output):
@@ -398,14 +408,19 @@ def _core_setup(ctx, inputs, output):
     _, proj, y, stats, states, seg_decay = output
     ctx.save_for_backward(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
                           out_norm_weight, proj, y, stats, states, seg_decay)
-    ctx.norm_dtypes = (out_norm_weight.dtype, out_norm_bias.dtype)
+    ctx.vector_params = tuple((p.shape, p.dtype) for p in (
+        dt_projs_bias, A_logs, Ds, out_norm_weight, out_norm_bias))
 
 
 def _gradients(ctx, grads: tuple) -> tuple:
-    """The backward's results as the forward's input gradients (out-norm's in their dtypes)."""
-    w_dtype, b_dtype = ctx.norm_dtypes
-    grad_w, grad_b = grads[6].unbind(0)
-    return (*grads[:6], grad_w.to(w_dtype), grad_b.to(b_dtype), None)
+    """The backward's results as the forward's input gradients: the fp32 ``(3, 4, D)``
+    (dt bias, A_logs, Ds) and ``(2, D)`` (out-norm weight, bias) sums as views, each in its
+    parameter's shape and dtype."""
+    grad_x, grad_x_proj, grad_dt_projs, grad_chan, grad_norm = grads
+    vectors = (*grad_chan.unbind(0), *grad_norm.unbind(0))
+    return (grad_x, grad_x_proj, grad_dt_projs,
+            *(g.view(shape).to(dtype) for g, (shape, dtype) in zip(vectors, ctx.vector_params)),
+            None)
 
 
 def _core_backward(ctx, grad_out, *_unused):

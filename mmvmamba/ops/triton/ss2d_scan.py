@@ -394,11 +394,12 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
     if SUMMARY:
         tl.store(seg_carry_ptr + seg_base + seg * D, carry, mask=chan_ok)
     else:
-        part = (b * 4 + k) * NSEG + seg
-        chan_part = gchan_ptr + part * 3 * D + chans
+        # Rows of gchan (3, B, K, NSEG, D): bias, A_logs (dA/dA_logs = A), Ds.
+        row = tl.num_programs(1) * 4 * NSEG * D
+        chan_part = gchan_ptr + ((b * 4 + k) * NSEG + seg) * D + chans
         tl.store(chan_part, g_bias, mask=chan_ok)
-        tl.store(chan_part + D, g_a, mask=chan_ok)
-        tl.store(chan_part + 2 * D, g_skip, mask=chan_ok)
+        tl.store(chan_part + row, g_a * a_coef, mask=chan_ok)
+        tl.store(chan_part + 2 * row, g_skip, mask=chan_ok)
 
 
 @triton.jit
@@ -416,8 +417,8 @@ def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys
     gradient ``gys`` likewise) receives the scan's input gradient, rows B, C of
     ``gproj (B, 4, R+2, S)`` (slots as ``proj``) theirs; ``gz (B, 4, D, S)``, by ``proj`` slot,
     gets the gradient of ``delta + bias`` in direction order (the caller turns it into the
-    dt_low and dt-weight gradients with two GEMMs); ``gchan (B, K, NSEG, 3, D)`` (rows: bias,
-    A, Ds; by direction) holds per-program partial sums.
+    dt_low and dt-weight gradients with two GEMMs); ``gchan (3, B, K, NSEG, D)`` (rows: bias,
+    A_logs, Ds; by direction) holds per-program partial sums.
 
     ``PAIRED`` (one segment only): grid ``(cdiv(D, BD), B, 2)``, directions ``p`` then ``p + 2``
     per program, storing and then adding ``gxs`` (no zeroing needed). Otherwise grid
