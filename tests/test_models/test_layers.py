@@ -38,6 +38,15 @@ def test_add_branch_scales_each_sample():
     expected = x + branch * scale
     torch.testing.assert_close(add_branch(x, branch, scale), expected)
     torch.testing.assert_close(add_branch(x, branch, None), x + branch)
+    # A scale in another dtype does not promote the stream (a bf16 map stays bf16).
+    half = add_branch(x.bfloat16(), branch.bfloat16(), scale)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), expected, rtol=2e-2, atol=5e-2)
+
+
+def test_drop_path_scales_take_the_stream_dtype():
+    scale = drop_path_scales(torch.zeros(64, 3, dtype=torch.bfloat16), 0.5, training=True)
+    assert scale.dtype == torch.bfloat16 and set(scale.unique().tolist()) <= {0.0, 2.0}
 
 
 def test_linear_2d_is_a_1x1_conv_in_either_layout():

@@ -156,7 +156,15 @@ def count_block() -> dict:
     x = torch.randn(2, 8, 5, 6).contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
     block(x).sum().backward()
-    return count_pass(lambda: block(x), 'VSS block (training)')
+    counts = count_pass(lambda: block(x), 'VSS block (training)')
+
+    def mixed_precision():  # as AMP training runs it (bf16: CPU autocast's dtype)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            return block(x)
+
+    mixed_precision().float().sum().backward()
+    counts.update(count_pass(mixed_precision, 'VSS block (training, autocast)'))
+    return counts
 
 
 def main() -> None:

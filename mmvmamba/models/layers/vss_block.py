@@ -7,6 +7,7 @@ import torch
 import torch.utils.checkpoint as cp
 from torch import nn
 
+from ...ops.amp import autocast_off
 from .norm import LayerNorm2d
 from .pointwise import Linear2d
 from .ss2d import SS2D
@@ -15,7 +16,8 @@ from .ss2d import SS2D
 def drop_path_scales(x: torch.Tensor, rate: float, training: bool,
                      branches: int = 2) -> torch.Tensor | None:
     """Per-sample scales of ``branches`` stochastic-depth branches, drawn at once:
-    ``(branches, B, 1, 1, 1)`` of ``0`` or ``1 / (1 - rate)``.
+    ``(branches, B, 1, 1, 1)`` of ``0`` or ``1 / (1 - rate)``, in ``x``'s dtype (the residual
+    stream's, so that applying them needs no cast).
 
     Each sample's branch is kept with probability ``1 - rate`` and rescaled by ``1 / (1 - rate)``
     (as mmcv's ``DropPath``), independently per branch; None when nothing is dropped (eval, or
@@ -29,22 +31,33 @@ def drop_path_scales(x: torch.Tensor, rate: float, training: bool,
         branches (int): Number of branches. Defaults to 2.
 
     Returns:
-        Tensor | None: ``(branches, B, 1, 1, 1)`` fp32, or None.
+        Tensor | None: ``(branches, B, 1, 1, 1)`` in ``x.dtype``, or None.
     """
     if not training or rate == 0.0:
         return None
     keep = 1.0 - rate
-    return torch.empty(branches, x.shape[0], 1, 1, 1, device=x.device).bernoulli_(keep).div_(keep)
+    return torch.empty(branches, x.shape[0], 1, 1, 1, device=x.device,
+                       dtype=x.dtype).bernoulli_(keep).div_(keep)
 
 
 def add_branch(x: torch.Tensor, branch: torch.Tensor,
                scale: torch.Tensor | None) -> torch.Tensor:
     """``x + scale[b] * branch``: a residual branch, with its per-sample drop-path scale
     (``(B, 1, 1, 1)``, one row of :func:`drop_path_scales`, or None), added onto the stream;
-    one pass."""
+    one pass. The scale is cast to ``x``'s dtype (a no-op for :func:`drop_path_scales`' own),
+    so that it does not promote the result.
+
+    In eager mode the ``addcmul`` runs with autocast off: CUDA autocast "promotes" ``addcmul``,
+    i.e. copies a half-precision branch to fp32 before the op (a full pass over the map, twice
+    per block); without it the op reads the branch as it is and computes in fp32 all the same.
+    """
     if scale is None:
         return x + branch
-    return torch.addcmul(x, branch, scale.to(branch.dtype))
+    scale = scale.to(x.dtype)
+    if torch.compiler.is_compiling():  # inductor fuses the promotion into the op itself
+        return torch.addcmul(x, branch, scale)
+    with autocast_off(x.device.type):
+        return torch.addcmul(x, branch, scale)
 
 
 class MLP(nn.Module):

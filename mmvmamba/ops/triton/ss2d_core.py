@@ -27,19 +27,20 @@ same two functions through a plain ``autograd.Function``, which costs less host 
 The eager training step at batch 128 is bound by the host's time to issue it (every torch call
 and launch here runs once per block per step), so both passes keep their torch calls few:
 pairs of maps in one allocation, batched GEMMs over both scan orders, the parameters handed to
-the kernels as they are, autocast entered only when it is on
+the kernels as they are, autocast switched off by a flag flip (``ops.amp.autocast_off``; the
+GEMMs run in the map's dtype, accumulating in fp32) rather than ``torch.autocast``
 (``tools/analysis/count_host_ops.py`` counts them).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from .launch import NO_OP, cdiv, device_guard, launch, next_power_of_2
+from ..amp import autocast_off
+from .launch import cdiv, device_guard, launch, next_power_of_2
 from .layer_norm_2d import ln2d_backward, ln2d_forward
 from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
 from .transpose import dense_2d, flat, merge_orders_into, scan_orders_into, transpose_into
@@ -217,15 +218,6 @@ def _valid(row_map: Tensor, length: int) -> Tensor:
     return row_map[..., :length]
 
 
-def _autocast_off(x: Tensor) -> contextlib.AbstractContextManager:
-    """Autocast disabled for the passes' GEMMs (they run in the map's dtype, accumulating in
-    fp32), entered only when it is on: ``torch.autocast`` costs a dozen torch calls per use,
-    and the backward runs without it anyway."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.autocast(x.device.type, enabled=False)
-    return NO_OP
-
-
 def _scan_inputs(x: Tensor) -> Tensor:
     """``x (B, D, H, W)`` (any strides) as the pair of maps the scans read, ``(B, 2, D, S)``:
     H*W positions per row in row-major (``[:, 0]``) and column-major (``[:, 1]``) order, one
@@ -270,7 +262,7 @@ def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs
     cfg = scan_config(batch, inner, length)
     paired = _paired(cfg, length)
     f32 = dict(device=x.device, dtype=torch.float32)
-    with _autocast_off(x):
+    with autocast_off(x.device.type):
         xs = _scan_inputs(x)
         # (2B, 2*(R+2), S) = (B, 4*(R+2), S) by slot, each direction in its own order.
         stride = xs.shape[3]
@@ -333,7 +325,7 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
     paired = _paired(cfg, length)
     rows = rank + 2
     f32 = dict(device=x.device, dtype=torch.float32)
-    with _autocast_off(x):
+    with autocast_off(x.device.type):
         # The output gradient through the norm, in both scan orders: (B, 2, D, S).
         grad_ys = _new_map((batch, 2, inner), length, **f32)
         grad_y, grad_yt = _valid(grad_ys, length).unbind(1)
@@ -363,7 +355,8 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         grad_proj.view(slots, rows, stride).add_(torch.bmm(
             _slot_dt_weights(dt_projs_weight, batch, x.dtype), grad_z.view(slots, inner, stride)))
         proj_t = _valid(proj.view(batch, DIRECTIONS, rows, stride), length).transpose(2, 3)
-        grad_wdt = torch.matmul(_valid(grad_z, length), proj_t).float().sum(0)[..., :rank]
+        grad_wdt = torch.matmul(_valid(grad_z, length), proj_t).sum(0, dtype=torch.float32)
+        grad_wdt = grad_wdt[..., :rank]
         # x projection, from both scan orders at once: (2B, D, 2*(R+2)) @ (2B, 2*(R+2), S),
         # added in place (an out-of-place product would write and re-read an fp32 map).
         pairs = 2 * batch
@@ -374,7 +367,7 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         # (B, 2, 2*(R+2), L) @ (B, 2, L, D) in x's dtype (no fp32 copy of x), summed in fp32.
         grad_w_slots = torch.matmul(
             _valid(grad_proj.view(batch, 2, -1, stride), length).to(x.dtype),
-            _valid(xs, length).transpose(2, 3)).float().sum(0)
+            _valid(xs, length).transpose(2, 3)).sum(0, dtype=torch.float32)
     return (grad_x,
             _direction_order(grad_w_slots.view(2, 2, rows, inner)).to(x_proj_weight.dtype),
             _direction_order(grad_wdt.view(2, 2, inner, rank)).to(dt_projs_weight.dtype),
