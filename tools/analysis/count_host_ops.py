@@ -158,9 +158,13 @@ def count_block() -> dict:
     block(x).sum().backward()
     counts = count_pass(lambda: block(x), 'VSS block (training)')
 
-    def mixed_precision():  # as AMP training runs it (bf16: CPU autocast's dtype)
+    # As AMP training runs it (bf16: CPU autocast's dtype): the stream between blocks is in the
+    # autocast dtype (the stem's convolution makes it so and the Triton LayerNorm keeps it).
+    x_half = x.detach().bfloat16().requires_grad_(True)
+
+    def mixed_precision():
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            return block(x)
+            return block(x_half)
 
     mixed_precision().float().sum().backward()
     counts.update(count_pass(mixed_precision, 'VSS block (training, autocast)'))

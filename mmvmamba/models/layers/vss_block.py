@@ -7,7 +7,6 @@ import torch
 import torch.utils.checkpoint as cp
 from torch import nn
 
-from ...ops.amp import autocast_off
 from .norm import LayerNorm2d
 from .pointwise import Linear2d
 from .ss2d import SS2D
@@ -45,19 +44,12 @@ def add_branch(x: torch.Tensor, branch: torch.Tensor,
     """``x + scale[b] * branch``: a residual branch, with its per-sample drop-path scale
     (``(B, 1, 1, 1)``, one row of :func:`drop_path_scales`, or None), added onto the stream;
     one pass. The scale is cast to ``x``'s dtype (a no-op for :func:`drop_path_scales`' own),
-    so that it does not promote the result.
-
-    In eager mode the ``addcmul`` runs with autocast off: CUDA autocast "promotes" ``addcmul``,
-    i.e. copies a half-precision branch to fp32 before the op (a full pass over the map, twice
-    per block); without it the op reads the branch as it is and computes in fp32 all the same.
-    """
+    so that it does not promote the result. (Under AMP the stream and the branch are both in
+    the autocast dtype, the stem's convolution and the Triton LayerNorm keeping it so, and CUDA
+    autocast's promotion of ``addcmul`` to the widest input has nothing to cast.)"""
     if scale is None:
         return x + branch
-    scale = scale.to(x.dtype)
-    if torch.compiler.is_compiling():  # inductor fuses the promotion into the op itself
-        return torch.addcmul(x, branch, scale)
-    with autocast_off(x.device.type):
-        return torch.addcmul(x, branch, scale)
+    return torch.addcmul(x, branch, scale.to(x.dtype))
 
 
 class MLP(nn.Module):
