@@ -322,7 +322,7 @@ def bench_host_calls(rows: list[dict], steps: int) -> None:
     def leaf(*shape, scale=1.0, shift=0.0):
         return (torch.randn(*shape, device='cuda') * scale + shift).requires_grad_(True)
 
-    x = leaf(2, 96, 8, 8).contiguous(memory_format=torch.channels_last).detach()
+    x = torch.randn(2, 96, 8, 8, device='cuda').contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
     params = [leaf(4, 8, 96, scale=0.1), leaf(4, 96, 6, scale=0.4), leaf(4, 96, shift=-4),
               leaf(4 * 96, 1, scale=0.0), leaf(4 * 96), leaf(96), leaf(96, scale=0.0)]
@@ -367,12 +367,30 @@ def write_host_ops(step: Callable[[], object], steps: int, path: str) -> None:
         f.write(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=50))
 
 
-def bench_host(rows: list[dict], out_dir: str, names: list[str], batch: int, steps: int) -> None:
-    """Host time per eager step of each model; cProfile of VMamba-T's training steps."""
+def write_host_profile(step: Callable[[], object], steps: int, path: str, title: str) -> None:
+    """A ``cProfile`` of ``steps`` steps: the top Python functions by own and by cumulative
+    time."""
     import cProfile
     import io
     import pstats
 
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    profiler.disable()
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats('tottime').print_stats(45)
+    stats.sort_stats('cumulative').print_stats(45)
+    with open(path, 'w') as f:
+        f.write(f'{title}\n{text.getvalue()}')
+
+
+def bench_host(rows: list[dict], out_dir: str, names: list[str], batch: int, steps: int) -> None:
+    """Host time per eager step of each model; cProfile and host-op table of VMamba-T's
+    training steps."""
     bench_host_calls(rows, steps)
     for name in names:
         torch.manual_seed(0)
@@ -385,20 +403,9 @@ def bench_host(rows: list[dict], out_dir: str, names: list[str], batch: int, ste
                              dtype='bf16' if mode == 'infer' else 'fp16-amp', batch=batch,
                              size=224, ms=ms, note='host time per step'))
             if name == 'vmamba_tiny' and mode == 'train':
-                profiler = cProfile.Profile()
-                profiler.enable()
-                for _ in range(steps):
-                    step()
-                torch.cuda.synchronize()
-                profiler.disable()
-                text = io.StringIO()
-                stats = pstats.Stats(profiler, stream=text)
-                stats.sort_stats('tottime').print_stats(45)
-                stats.sort_stats('cumulative').print_stats(45)
-                path = os.path.join(out_dir, f'host_profile_{name}_{mode}.txt')
-                with open(path, 'w') as f:
-                    f.write(f'cProfile of {steps} training steps, batch {batch}, 224\n')
-                    f.write(text.getvalue())
+                write_host_profile(step, steps,
+                                   os.path.join(out_dir, f'host_profile_{name}_{mode}.txt'),
+                                   f'cProfile of {steps} training steps, batch {batch}, 224')
                 write_host_ops(step, steps, os.path.join(out_dir, f'host_ops_{name}_{mode}.txt'))
         del model
         torch.cuda.empty_cache()

@@ -187,10 +187,10 @@ def main() -> None:
                    for name, row in results.items()}
         print(json.dumps(summary))  # noqa: T201 (CLI output)
         return
-    keys = KEYS
-    print(f"{'':32s}" + ''.join(f'{k:>13s}' for k in keys))  # noqa: T201
+    width = max(map(len, results)) + 2
+    print(' ' * width + ''.join(f'{k:>13s}' for k in KEYS))  # noqa: T201
     for name, row in results.items():
-        print(f'{name:32s}' + ''.join(f'{row.get(k, 0):13d}' for k in keys))  # noqa: T201
+        print(f'{name:{width}s}' + ''.join(f'{row.get(k, 0):13d}' for k in KEYS))  # noqa: T201
     for name, row in results.items() if args.top else ():
         for kind in ('call', 'aten'):
             top = sorted(((v, k[len(kind) + 1:]) for k, v in row.items()

@@ -79,8 +79,8 @@ def launch(kernel, grid: tuple, args: tuple, meta: dict) -> None:
 
     Args:
         kernel: A ``triton.jit`` function whose run-time parameters come first and are given
-            positionally (``args``); its compile-time parameters and launch options
-            (``num_warps``...) are in ``meta``.
+            positionally (``args``, the first a tensor); its compile-time parameters and
+            launch options (``num_warps``...) are in ``meta``.
         grid (tuple): One to three program counts.
         args (tuple): The run-time arguments: tensors, ints, floats.
         meta (dict): Compile-time arguments and launch options (hashable values).
@@ -88,8 +88,15 @@ def launch(kernel, grid: tuple, args: tuple, meta: dict) -> None:
     The first call with a new key (see the module docstring) launches through Triton, which
     compiles or finds the kernel; the compiled kernel is then kept and launched directly. Under
     Triton's interpreter, under ``torch.compile`` tracing, or with a Triton launch hook set
-    (e.g. the proton profiler) every call goes through Triton.
+    (e.g. the proton profiler) every call goes through Triton. Either way the kernel runs on
+    the device of its first argument (:func:`device_guard`).
     """
+    with device_guard(args[0]):
+        _launch_on_current_device(kernel, grid, args, meta)
+
+
+def _launch_on_current_device(kernel, grid: tuple, args: tuple, meta: dict) -> None:
+    """:func:`launch` once the device of the kernel's tensors is current."""
     if (torch.compiler.is_compiling() or type(kernel) is not JITFunction
             or _hook_set(triton.knobs.runtime.launch_enter_hook)
             or _hook_set(triton.knobs.runtime.launch_exit_hook)):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .launch import cdiv, device_guard, launch, next_power_of_2
+from .launch import cdiv, launch, next_power_of_2
 from .layer_norm_2d_kernels import layer_norm_2d_bwd_kernel, layer_norm_2d_fwd_kernel
 from .transpose import dense_2d, flat
 
@@ -47,11 +47,10 @@ def ln2d_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: flo
     w = weight.contiguous() if weight is not None else x
     b = bias.contiguous() if bias is not None else x
     grid = (cdiv(length, block_p), batch)
-    with device_guard(x):
-        launch(layer_norm_2d_fwd_kernel, grid,
-               (x, w, b, out, stats, channels, length, eps, *x.stride(), *out.stride()),
-               dict(BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None,
-                    HAS_BIAS=bias is not None, num_warps=4))
+    launch(layer_norm_2d_fwd_kernel, grid,
+           (x, w, b, out, stats, channels, length, eps, *x.stride(), *out.stride()),
+           dict(BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+                num_warps=4))
     return out, stats
 
 
@@ -85,11 +84,10 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, stats: Ten
         grad_x = out
     partial = torch.empty(batch * grid[0], 2, channels, device=x.device, dtype=torch.float32)
     w = weight.contiguous() if weight is not None else x
-    with device_guard(x):
-        launch(layer_norm_2d_bwd_kernel, grid,
-               (grad_out, x, w, stats, grad_x, partial, channels, length, *grad_out.stride(),
-                *x.stride(), *grad_x.stride()),
-               dict(BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None, num_warps=4))
+    launch(layer_norm_2d_bwd_kernel, grid,
+           (grad_out, x, w, stats, grad_x, partial, channels, length, *grad_out.stride(),
+            *x.stride(), *grad_x.stride()),
+           dict(BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None, num_warps=4))
     return grad_x, partial.sum(0)
 
 

@@ -25,11 +25,10 @@ def _offsets(b, chans, pos, stride_b, stride_c, stride_l):
 
 
 @triton.jit
-def _store_stats(stats_ptr, b, L, pos, pos_ok, mean, rstd):
-    """Store the mean and rstd of image ``b``'s positions into ``stats (2, B, L)`` (B is the
-    grid's second dimension)."""
-    tl.store(stats_ptr + b * L + pos, mean, mask=pos_ok)
-    tl.store(stats_ptr + (tl.num_programs(1) + b) * L + pos, rstd, mask=pos_ok)
+def _stats_rows(stats_ptr, b, L, pos):
+    """Pointers to the mean and the rstd of image ``b``'s positions in ``stats (2, B, L)`` (B is
+    the grid's second dimension)."""
+    return stats_ptr + b * L + pos, stats_ptr + (tl.num_programs(1) + b) * L + pos
 
 
 @triton.jit
@@ -59,7 +58,9 @@ def layer_norm_2d_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, stats_ptr,
         out = out + tl.load(b_ptr + chans, mask=chan_ok, other=0.0).to(tl.float32)[:, None]
     tl.store(out_ptr + _offsets(b, chans, pos, o_sb, o_sc, o_sl),
              out.to(out_ptr.dtype.element_ty), mask=tile_ok)
-    _store_stats(stats_ptr, b, L, pos, pos_ok, mean, rstd)
+    mean_ptr, rstd_ptr = _stats_rows(stats_ptr, b, L, pos)
+    tl.store(mean_ptr, mean, mask=pos_ok)
+    tl.store(rstd_ptr, rstd, mask=pos_ok)
 
 
 @triton.jit
@@ -83,8 +84,9 @@ def layer_norm_2d_bwd_kernel(gout_ptr, x_ptr, w_ptr, stats_ptr, gx_ptr, gwb_ptr,
                 other=0.0).to(tl.float32)
     gout = tl.load(gout_ptr + _offsets(b, chans, pos, g_sb, g_sc, g_sl), mask=tile_ok,
                    other=0.0).to(tl.float32)
-    mean = tl.load(stats_ptr + b * L + pos, mask=pos_ok, other=0.0)
-    rstd = tl.load(stats_ptr + (tl.num_programs(1) + b) * L + pos, mask=pos_ok, other=0.0)
+    mean_ptr, rstd_ptr = _stats_rows(stats_ptr, b, L, pos)
+    mean = tl.load(mean_ptr, mask=pos_ok, other=0.0)
+    rstd = tl.load(rstd_ptr, mask=pos_ok, other=0.0)
     xhat = tl.where(tile_ok, (x - mean[None, :]) * rstd[None, :], 0.0)
     if HAS_WEIGHT:
         g_xhat = gout * tl.load(w_ptr + chans, mask=chan_ok, other=0.0).to(tl.float32)[:, None]

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from ..amp import autocast_off
-from .launch import cdiv, device_guard, launch, next_power_of_2
+from .launch import cdiv, launch, next_power_of_2
 from .layer_norm_2d import ln2d_backward, ln2d_forward
 from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
 from .transpose import dense_2d, flat, merge_orders_into, scan_orders_into, transpose_into
@@ -274,9 +274,8 @@ def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs
         args = (xs, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds), y, yt,
                 states, seg_decay, seg_state, inner, length, xs.shape[3], cfg.chunks,
                 cfg.segments, cfg.chunks_per_segment)
-        meta = _meta(cfg, rank, backward=False)
-        with device_guard(x):
-            _launch(ss2d_scan_fwd_kernel, cfg, batch, inner, paired, args, meta)
+        _launch(ss2d_scan_fwd_kernel, cfg, batch, inner, paired, args,
+                _meta(cfg, rank, backward=False))
         y_valid = _valid(y, length)
         transpose_into(_valid(yt, length), y_valid, height, width, accumulate=True)
         out = torch.empty_like(x)
@@ -342,12 +341,11 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
                 states, seg_decay, _segment_scratch(seg_decay, cfg), grad_xs, grad_z, grad_proj,
                 grad_chan, inner, length, stride, cfg.chunks, cfg.segments,
                 cfg.chunks_per_segment)
-        meta = _meta(cfg, rank, backward=True)
-        with device_guard(x):
-            _launch(ss2d_scan_bwd_kernel, cfg, batch, inner, paired, args, meta)
+        _launch(ss2d_scan_bwd_kernel, cfg, batch, inner, paired, args,
+                _meta(cfg, rank, backward=True))
         # dt projection: delta[b,k] = wdt[k] @ dt_low[b,k], so with gz = d loss / d delta
         # (grad_z, proj and grad_proj by slot; wdt by direction). Both GEMMs span all R+2 rows
-        # of a slot (the dt weight padded with zero columns for the B and C rows): an R-sized
+        # of a slot (the dt weight padded with zero rows for the B and C rows): an R-sized
         # dimension (6 in VMamba-T) falls to slow unaligned tensor-core kernels. Padding
         # columns (past ``length``) hold garbage: column-wise products keep it there, and
         # every sum over positions reads only the valid columns.

@@ -11,10 +11,9 @@ with several, each direction's program adds atomically into a zeroed map.
 
 The row-major directions (k = 0, 2) read ``xs[:, 0]`` and add into ``y``; the column-major
 ones (k = 1, 3) read ``xs[:, 1]``, the transposed copy of the map, and add into ``yt`` (the
-caller adds ``yt`` transposed into ``y``). So every direction walks
-memory contiguously: gathering the
-column-major orders straight from the row-major map cost 2x (56x56) to 12x (256x256) the time
-of a row-major direction on an H100.
+caller adds ``yt`` transposed into ``y``). So every direction walks memory contiguously:
+gathering the column-major orders straight from the row-major map cost 2x (56x56) to 12x
+(256x256) the time of a row-major direction on an H100.
 
 Every chunk covers ascending positions ``[c*BL, (c+1)*BL)``; the backward directions
 (k >= 2, ``REVERSE``, a compile-time flag) visit the chunks last first and scan each one with

@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .launch import cdiv, device_guard, launch, next_power_of_2
+from .launch import cdiv, launch, next_power_of_2
 
 __all__ = ['transpose_into', 'scan_orders_into', 'merge_orders_into', 'dense_2d', 'flat']
 
@@ -108,11 +108,9 @@ def _launch_pair_kernel(kernel, x: Tensor, src: Tensor, dst: Tensor, strides: tu
     tile_h = min(16, next_power_of_2(height))
     tile_w = min(16, next_power_of_2(width))
     tile_d = min(next_power_of_2(channels), max(1, 4096 // (tile_h * tile_w)))
-    grid = (batch * cdiv(channels, tile_d), cdiv(height, tile_h),
-            cdiv(width, tile_w))
-    with device_guard(x):
-        launch(kernel, grid, (src, dst, channels, height, width, *strides),
-               dict(TD=tile_d, TH=tile_h, TW=tile_w, num_warps=4))
+    grid = (batch * cdiv(channels, tile_d), cdiv(height, tile_h), cdiv(width, tile_w))
+    launch(kernel, grid, (src, dst, channels, height, width, *strides),
+           dict(TD=tile_d, TH=tile_h, TW=tile_w, num_warps=4))
 
 
 def _pair_map_strides(pair: Tensor, x: Tensor, name: str) -> tuple[int, int, int]:
@@ -162,10 +160,8 @@ def _copy_tiles(src: Tensor, dst: Tensor, sizes: tuple[int, int, int, int], src_
     tile_r = min(_TILE, next_power_of_2(rows))
     tile_c = min(_TILE, next_power_of_2(cols))
     grid = (outer * inner, cdiv(rows, tile_r), cdiv(cols, tile_c))
-    with device_guard(src):
-        launch(_copy_tiles_kernel, grid, (src, dst, inner, rows, cols, *src_strides,
-                                          *dst_strides),
-               dict(TR=tile_r, TC=tile_c, ACCUMULATE=accumulate, num_warps=4))
+    launch(_copy_tiles_kernel, grid, (src, dst, inner, rows, cols, *src_strides, *dst_strides),
+           dict(TR=tile_r, TC=tile_c, ACCUMULATE=accumulate, num_warps=4))
     return dst
 
 
