@@ -68,6 +68,15 @@ def test_cached_launch_matches_torch_on_both_paths(name):
     assert len(launch_module._COMPILED) == before + 1
 
 
+@pytest.mark.gpu
+def test_cached_launch_rejects_tensors_on_two_devices():
+    # The cached path hands the launcher addresses, which Triton cannot check: launch must.
+    source = torch.randn(64, device='cuda')
+    with pytest.raises(ValueError, match='got tensors on cuda:0 and cpu'):
+        launch_module.launch(SCALE_KERNEL, (1,), (source, torch.empty(64), 64, 1),
+                             dict(FACTOR=2))
+
+
 def test_hook_set_reads_triton_hook_chains_and_plain_hooks():
     assert not launch_module._hook_set(None)
     assert not launch_module._hook_set(triton.knobs.runtime.launch_enter_hook)  # none installed

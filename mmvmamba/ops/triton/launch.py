@@ -1,4 +1,4 @@
-"""Small helpers shared by the Triton launchers: the device guard and a cheaper launch.
+"""Small helpers shared by the Triton launchers: host-side launch arithmetic and a cheaper launch.
 
 Why a launch helper: the eager training step at batch 128 is bound by the host's time to issue
 it, and ``kernel[grid](*args, **meta)`` costs about 70 us of host time per call on the H100
@@ -12,18 +12,12 @@ kernel's launcher.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 from torch import Tensor
 from triton.runtime.jit import JITFunction
 
-__all__ = ['cdiv', 'device_guard', 'launch', 'next_power_of_2', 'NO_OP']
-
-#: A shared do-nothing context manager (reusable), for helpers that enter a context only when
-#: it is needed: creating one per call costs host time on the eager step.
-NO_OP = contextlib.nullcontext()
+__all__ = ['cdiv', 'launch', 'next_power_of_2']
 
 #: Compiled kernels by launch key (see :func:`launch`); cleared when it outgrows the bound
 #: (a key per distinct shape: a detector's multi-scale training makes many).
@@ -41,19 +35,6 @@ def cdiv(numerator: int, denominator: int) -> int:
 def next_power_of_2(n: int) -> int:
     """The smallest power of two ``>= n`` (1 for ``n <= 1``), see :func:`cdiv`."""
     return 1 << (n - 1).bit_length() if n > 1 else 1
-
-
-def device_guard(tensor: Tensor) -> contextlib.AbstractContextManager:
-    """Make ``tensor``'s CUDA device current while a kernel launches.
-
-    Triton launches on the current device; tensors on another GPU would otherwise be read from
-    the wrong one. A no-op (a shared null context) when the device is already current or the
-    tensor is not on CUDA: entering ``torch.cuda.device`` costs host time on every launch, and
-    the eager step is bound by host time.
-    """
-    if tensor.is_cuda and tensor.get_device() != torch.cuda.current_device():
-        return torch.cuda.device(tensor.device)
-    return NO_OP
 
 
 def _hook_set(hook) -> bool:
@@ -89,22 +70,49 @@ def launch(kernel, grid: tuple, args: tuple, meta: dict) -> None:
     compiles or finds the kernel; the compiled kernel is then kept and launched directly. Under
     Triton's interpreter, under ``torch.compile`` tracing, or with a Triton launch hook set
     (e.g. the proton profiler) every call goes through Triton. Either way the kernel runs on
-    the device of its first argument (:func:`device_guard`).
+    the device of its first argument, made current for the launch when it is not (Triton
+    launches on the current device); every tensor argument must be on that device.
     """
-    with device_guard(args[0]):
-        _launch_on_current_device(kernel, grid, args, meta)
+    first = args[0]
+    if first.is_cuda:
+        device = first.get_device()
+        if device != torch._C._cuda_getDevice():
+            with torch.cuda.device(device):
+                _launch_on(device, kernel, grid, args, meta)
+            return
+    else:
+        device = -1  # Triton's interpreter (CPU tensors)
+    _launch_on(device, kernel, grid, args, meta)
 
 
-def _launch_on_current_device(kernel, grid: tuple, args: tuple, meta: dict) -> None:
-    """:func:`launch` once the device of the kernel's tensors is current."""
+def _launch_on(device: int, kernel, grid: tuple, args: tuple, meta: dict) -> None:
+    """:func:`launch` once ``device`` (the index of the kernel's tensors) is current.
+
+    On the cached path tensors reach the compiled launcher as their addresses (ints): given a
+    tensor, Triton's launcher calls its ``data_ptr`` and asks the driver whether the address
+    is device memory (``cuPointerGetAttribute``), per pointer argument and launch; given an
+    int it takes the address as it is. The address is read here anyway, for the alignment in
+    the key, and every tensor argument of these kernels is on ``device``.
+    """
     if (torch.compiler.is_compiling() or type(kernel) is not JITFunction
             or _hook_set(triton.knobs.runtime.launch_enter_hook)
             or _hook_set(triton.knobs.runtime.launch_exit_hook)):
         kernel[grid](*args, **meta)
         return
-    device = torch.cuda.current_device()
-    key = (kernel, device, *meta.items(),
-           *[(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, Tensor) else a for a in args])
+    key = [kernel, device, *meta.items()]
+    values = []
+    for arg in args:
+        if isinstance(arg, Tensor):
+            if arg.get_device() != device:
+                raise ValueError(f'launch: {kernel.__name__} got tensors on {args[0].device} '
+                                 f'and {arg.device}; move them to one device')
+            address = arg.data_ptr()
+            key.append((arg.dtype, address % 16 == 0))
+            values.append(address)
+        else:
+            key.append(arg)
+            values.append(arg)
+    key = tuple(key)
     entry = _COMPILED.get(key)
     if entry is None:
         compiled = kernel[grid](*args, **meta)
@@ -115,4 +123,4 @@ def _launch_on_current_device(kernel, grid: tuple, args: tuple, meta: dict) -> N
     compiled, tail = entry
     grid_x, grid_y, grid_z = (*grid, 1, 1)[:3]
     compiled.run(grid_x, grid_y, grid_z, torch._C._cuda_getCurrentRawStream(device),
-                 compiled.function, compiled.packed_metadata, None, None, None, *args, *tail)
+                 compiled.function, compiled.packed_metadata, None, None, None, *values, *tail)
