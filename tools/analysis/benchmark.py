@@ -21,7 +21,9 @@ Sections (``--sections``, comma separated):
 
 Method (as the issue's anchors): ``torch.randn`` inputs, warm-up then timed iterations each
 bracketed by CUDA events, median reported, img/s = batch / median, peak memory =
-``torch.cuda.max_memory_allocated`` over the timed loop, ``cudnn.benchmark=False``.
+``torch.cuda.max_memory_allocated`` over the timed loop, ``cudnn.benchmark=False``. Core, model
+and compiled rows also give ``gpu_ms``, the GPU's kernel time per call from ``torch.profiler``
+(5 more calls): where the median ``ms`` exceeds it, the call waited on the host.
 
 Example::
 
@@ -47,8 +49,8 @@ from torch import nn
 CORE_SHAPES = ((32, 96, 56, 56), (32, 192, 28, 28), (32, 384, 14, 14), (32, 768, 7, 7),
                (2, 96, 200, 320))
 RESOLUTIONS = (224, 384, 512, 640, 768, 1024)
-FIELDS = ('section', 'model', 'variant', 'mode', 'dtype', 'batch', 'size', 'ms', 'img_per_s',
-          'peak_mib', 'compile_s', 'note')
+FIELDS = ('section', 'model', 'variant', 'mode', 'dtype', 'batch', 'size', 'ms', 'gpu_ms',
+          'img_per_s', 'peak_mib', 'compile_s', 'note')
 
 
 class VMambaClassifier(nn.Module):
@@ -95,6 +97,24 @@ def time_cuda(fn: Callable[[], object], warmup: int, iters: int) -> tuple[float,
     torch.cuda.synchronize()
     ms = statistics.median(s.elapsed_time(e) for s, e in events)
     return ms, torch.cuda.max_memory_allocated() / 2**20
+
+
+def kernel_ms(fn: Callable[[], object], iters: int = 5) -> float:
+    """GPU kernel time per call in milliseconds: the self device time of every kernel (and
+    memcpy/memset) ``torch.profiler`` records over ``iters`` calls, divided by ``iters``.
+
+    Beside :func:`time_cuda`'s wall clock between CUDA events, which includes the gaps where
+    the GPU waits for the host to issue the next kernel: where ``ms`` exceeds ``gpu_ms`` the
+    call is (partly) bound by host time, not by its kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    return sum(e.self_device_time_total for e in prof.key_averages()) / iters / 1e3
 
 
 def inference_step(model: nn.Module, batch: int, size: int, dtype: torch.dtype) -> Callable:
@@ -205,7 +225,8 @@ def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
             for mode, fn in (('fwd', forward), ('fwd+bwd', forward_backward)):
                 ms, peak = time_cuda(fn, warmup, iters)
                 report(rows, row(section='core', model='ss2d_core', variant=name, mode=mode,
-                                 dtype='bf16', batch=batch, size=shape, ms=ms, peak_mib=peak))
+                                 dtype='bf16', batch=batch, size=shape, ms=ms,
+                                 gpu_ms=kernel_ms(fn), peak_mib=peak))
     SCAN_TUNING.update(default_tuning)
 
 
@@ -232,8 +253,8 @@ def bench_models(rows: list[dict], names: list[str], batch: int, warmup: int, it
             report(rows, row(section='compile' if compiled else 'models', model=name,
                              variant='compiled' if compiled else 'eager', mode=mode,
                              dtype='bf16' if mode == 'infer' else 'fp16-amp', batch=batch,
-                             size=224, ms=ms, img_per_s=batch / ms * 1e3, peak_mib=peak,
-                             compile_s=compile_s))
+                             size=224, ms=ms, gpu_ms=kernel_ms(step),
+                             img_per_s=batch / ms * 1e3, peak_mib=peak, compile_s=compile_s))
         del model
         torch.cuda.empty_cache()
 
