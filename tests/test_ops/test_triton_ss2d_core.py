@@ -34,6 +34,9 @@ TUNINGS = {
                                      dt_dot=False, pair_max_length=0),
     'dot': dict(block_d=16, block_l=16, num_warps=4, bwd_block_d=16, bwd_num_warps=4,
                 min_programs=64, dt_dot=True),
+    # The dt projection's FMAs two rank rows per step of a loop over the rank.
+    'fma_rank_block': dict(block_d=4, block_l=16, num_warps=2, bwd_block_d=4, bwd_num_warps=2,
+                           min_programs=64, dt_dot=False, rank_block=2),
 }
 INTERPRETER_CASES = {
     'odd_channels_nonsquare': (2, 5, 3, 4, 2, 'fp32', 'fma'),
@@ -50,6 +53,9 @@ INTERPRETER_CASES = {
     # x and the output gradient channels-last, as the backbone hands them over.
     'channels_last_segments': (2, 5, 3, 4, 2, 'fp32', 'fma'),
     'channels_last_bf16_paired': (2, 6, 7, 5, 3, 'bf16', 'fma_one_segment'),
+    # R = 3 over steps of 2 rows (the last step masked) and R = 4 (two whole steps).
+    'rank_loop_remainder': (1, 6, 5, 7, 3, 'fp32', 'fma_rank_block'),
+    'rank_loop_whole_steps_bf16': (2, 5, 3, 4, 4, 'bf16', 'fma_rank_block'),
 }
 GPU_CASES = {
     'stage1_like': (2, 96, 56, 56, 6, 'fp32'),
@@ -183,6 +189,8 @@ def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
     assert unpaired['segments'] == 1 and unpaired['chunks'] > 1 and not unpaired['paired']
     dot = configs['dot_two_channel_blocks_segments']
     assert dot['dt_dot'] and dot['segments'] > 1 and dot['block_d'] == 16
+    assert configs['rank_loop_remainder']['rank_block'] == 2
+    assert configs['rank_loop_whole_steps_bf16']['rank_block'] == 2
 
 
 def test_slot_order_is_spelled_the_same_everywhere():

@@ -164,19 +164,32 @@ def report(rows: list[dict], entry: dict) -> None:
 
 
 def parse_tunings(spec: str) -> list[dict]:
-    """``'4:64:2:8:4:512:0,16:64:8:16:8:512:1'`` -> fused-scan tunings.
+    """``'4:64:2:8:4:512:0,16:64:8:16:8:512:1,4:64:2:4:2:512:0:8'`` -> fused-scan tunings.
 
-    Fields: block_d:block_l:num_warps:bwd_block_d:bwd_num_warps:min_programs[:dt_dot] (see
-    ``SCAN_TUNING``).
+    Fields: block_d:block_l:num_warps:bwd_block_d:bwd_num_warps:min_programs[:dt_dot
+    [:rank_block]] (see ``SCAN_TUNING``; the knobs not given keep their defaults).
     """
     keys = ('block_d', 'block_l', 'num_warps', 'bwd_block_d', 'bwd_num_warps', 'min_programs',
-            'dt_dot')
+            'dt_dot', 'rank_block')
     tunings = []
     for item in filter(None, spec.split(',')):
         tuning = dict(zip(keys, map(int, item.split(':'))))
         tuning['dt_dot'] = bool(tuning.get('dt_dot', 0))
         tunings.append(tuning)
     return tunings
+
+
+def apply_scan_tuning(spec: str) -> dict:
+    """Set ``SCAN_TUNING`` knobs from ``'key=int,...'`` (e.g. ``rank_block=8``); return the
+    tuning in force. An unknown knob is an error, not a silent no-op."""
+    from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING
+
+    for item in filter(None, spec.split(',')):
+        key, _, value = item.partition('=')
+        if key not in SCAN_TUNING:
+            raise SystemExit(f'--scan-tuning: unknown knob {key!r}; knobs: {sorted(SCAN_TUNING)}')
+        SCAN_TUNING[key] = int(value)
+    return dict(SCAN_TUNING)
 
 
 def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
@@ -204,11 +217,12 @@ def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
         grad = randn(batch, inner, height, width).to(torch.bfloat16)
         shape = f'{batch}x{inner}x{height}x{width}'
         for backend, tuning in variants:
-            SCAN_TUNING.update(tuning or default_tuning)
+            SCAN_TUNING.update(default_tuning, **(tuning or {}))
             name = backend if tuning is None else (
                 f"fused[{tuning['block_d']}x{tuning['block_l']},w{tuning['num_warps']},"
                 f"bwd {tuning['bwd_block_d']}x{tuning['block_l']},w{tuning['bwd_num_warps']},"
-                f"p{tuning['min_programs']}{',dot' if tuning['dt_dot'] else ''}]")
+                f"p{tuning['min_programs']}{',dot' if tuning['dt_dot'] else ''}"
+                f"{',rb' + str(tuning['rank_block']) if tuning.get('rank_block') else ''}]")
 
             def forward(backend=backend, x=x, params=params):
                 with torch.no_grad():
@@ -494,7 +508,8 @@ def main() -> None:
     parser.add_argument('--core-backends', default='fused')
     parser.add_argument('--core-tunings', default='',
                         help='fused-scan tunings to sweep: '
-                        'block_d:block_l:warps:min_programs[:dt_dot],...')
+                        'block_d:block_l:warps:bwd_block_d:bwd_warps:min_programs'
+                        '[:dt_dot[:rank_block]],...')
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument('--iters', type=int, default=30)
     parser.add_argument('--profile-size', type=int, default=224,
@@ -504,12 +519,16 @@ def main() -> None:
     parser.add_argument('--host-models', default='vmamba_tiny,swin_tiny_patch4_window7_224')
     parser.add_argument('--host-batch', type=int, default=2)
     parser.add_argument('--host-steps', type=int, default=20)
+    parser.add_argument('--scan-tuning', default='',
+                        help='fused-scan knobs for every section, e.g. rank_block=8 (see '
+                        'SCAN_TUNING; recorded in the environment JSON)')
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit('benchmark.py needs a CUDA device')
     torch.backends.cudnn.benchmark = False
     os.makedirs(args.out, exist_ok=True)
     env = environment()
+    env['scan_tuning'] = apply_scan_tuning(args.scan_tuning)
     print(json.dumps(env))  # noqa: T201 (CLI output)
     sections = args.sections.split(',')
     tag = '_'.join(s for s in sections if s != 'profile') or 'profile'

@@ -78,12 +78,14 @@ def main() -> None:
     parser.add_argument('--rank', type=int, default=6, help='dt rank R')
     parser.add_argument('--warps', type=int, default=2)
     parser.add_argument('--dt-dot', action='store_true')
+    parser.add_argument('--rank-block', type=int, default=0,
+                        help='dt_low rows unrolled per step of the rank loop (0: all R)')
     parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp16', 'fp32'])
     parser.add_argument('--arch', type=int, default=90)
     parser.add_argument('--top', type=int, default=10, help='instruction kinds shown')
     args = parser.parse_args()
     base = dict(R=args.rank, RP=max(16, triton.next_power_of_2(args.rank)), BD=args.block_d,
-                BL=args.block_l, DT_DOT=args.dt_dot)
+                BL=args.block_l, DT_DOT=args.dt_dot, RB=args.rank_block)
     variants = (('', dict(SUMMARY=False, PAIRED=False)),
                 (' summary', dict(SUMMARY=True, PAIRED=False)),
                 (' paired', dict(SUMMARY=False, PAIRED=True)))

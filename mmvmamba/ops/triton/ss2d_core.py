@@ -56,7 +56,9 @@ DIRECTIONS = 4
 #: the backward restarts from the forward's chunk-entry states), warps per program of each; a
 #: grid still too small is split into segments along the scan. ``dt_dot`` computes the dt
 #: projection with a tensor-core dot instead of unrolled FMAs (see
-#: :func:`~.ss2d_scan._dt_projection`). ``pair_max_length``: scans of at most this many steps
+#: :func:`~.ss2d_scan._dt_projection`); ``rank_block`` (0: all) is how many of its ``R`` rows
+#: the FMA form unrolls per step of a loop over the rank (its registers grow with the rows
+#: unrolled). ``pair_max_length``: scans of at most this many steps
 #: in one segment run directions k and k+2 in one program (no atomics, half the programs); on
 #: an H100 that won 2-3% at 224 / batch 128 and lost 5-6% at 384-1024 / batch 32, where the
 #: longer sequential walk and re-reading the merged map from HBM cost more.
@@ -65,7 +67,7 @@ DIRECTIONS = 4
 #: shapes on an H100 (docs/benchmarks.md, session 9, run 38): 4 channels x 64 steps, 2 warps,
 #: for both kernels (stage 4, 768 channels, was 7% faster with 8 channels in the backward).
 SCAN_TUNING = dict(block_d=4, block_l=64, num_warps=2, bwd_block_d=4, bwd_num_warps=2,
-                   min_programs=512, dt_dot=False, pair_max_length=4096)
+                   min_programs=512, dt_dot=False, rank_block=0, pair_max_length=4096)
 
 
 class ScanConfig(NamedTuple):
@@ -80,6 +82,7 @@ class ScanConfig(NamedTuple):
     dt_dot: bool
     bwd_block_d: int
     bwd_num_warps: int
+    rank_block: int
 
 
 def _channels_per_program(block_d: int, smallest: int, batch: int, channels: int) -> int:
@@ -115,14 +118,16 @@ def _scan_config(batch: int, channels: int, length: int, _tuning: tuple) -> Scan
     per_segment = cdiv(chunks, max(1, segments))
     segments = cdiv(chunks, per_segment)
     return ScanConfig(block_d, block_l, chunks, segments, per_segment, SCAN_TUNING['num_warps'],
-                      dt_dot, bwd_block_d, SCAN_TUNING['bwd_num_warps'])
+                      dt_dot, bwd_block_d, SCAN_TUNING['bwd_num_warps'],
+                      SCAN_TUNING.get('rank_block', 0))
 
 
 def _meta(cfg: ScanConfig, rank: int, backward: bool) -> dict:
     """Compile-time arguments of the forward or the backward scan kernel."""
     return dict(R=rank, RP=max(16, next_power_of_2(rank)),
                 BD=cfg.bwd_block_d if backward else cfg.block_d, BL=cfg.block_l,
-                DT_DOT=cfg.dt_dot, num_warps=cfg.bwd_num_warps if backward else cfg.num_warps)
+                DT_DOT=cfg.dt_dot, RB=cfg.rank_block,
+                num_warps=cfg.bwd_num_warps if backward else cfg.num_warps)
 
 
 def _paired(cfg: ScanConfig, length: int) -> bool:

@@ -137,11 +137,15 @@ def _row_tile(pos, step_ok, BD: tl.constexpr, BL: tl.constexpr):
 
 @triton.jit
 def _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, S, R: tl.constexpr,
-                   RP: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr):
+                   RP: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
+                   RB: tl.constexpr):
     """``delta = wdt @ dt_low`` for one chunk: ``(BD, BL)`` fp32.
 
     ``DT_DOT``: one tensor-core dot in 3xTF32 (fp32-accurate; needs ``BD >= 16``). Otherwise
-    ``R`` unrolled broadcast FMAs (all loads in flight at once; register-hungry for large R).
+    broadcast FMAs, one dt_low row at a time: all ``R`` unrolled (``RB == 0`` or ``RB >= R``:
+    every load in flight at once, but the registers grow with ``R``: at R = 24 and 48,
+    VMamba-T's stages 3-4, the sm_90 compile needs 150-255 per thread), or ``RB`` unrolled
+    rows per step of a loop over the rank (the registers of an ``RB``-row projection).
     """
     if DT_DOT:
         ranks = tl.arange(0, RP)
@@ -153,17 +157,33 @@ def _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, S, R: tl.constexpr,
     else:
         row_offs, row_ok = _row_tile(pos, step_ok, BD, BL)
         delta = tl.zeros([BD, BL], dtype=tl.float32)
-        for r in tl.static_range(R):
-            w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0).to(tl.float32)
-            low_r = tl.load(proj_k + r * S + row_offs, mask=row_ok, other=0.0).to(tl.float32)
-            delta += w_r[:, None] * low_r
+        if RB == 0 or RB >= R:
+            for r in tl.static_range(R):
+                delta += _rank_term(proj_k, wdt_rows, chan_ok, row_offs, row_ok, r, S)
+        else:
+            for first in range(0, R, RB):
+                for i in tl.static_range(RB):
+                    r = first + i
+                    if R % RB == 0:
+                        delta += _rank_term(proj_k, wdt_rows, chan_ok, row_offs, row_ok, r, S)
+                    else:  # the last step's rows past R are masked out
+                        delta += _rank_term(proj_k, wdt_rows, chan_ok & (r < R), row_offs,
+                                            row_ok & (r < R), r, S)
     return delta
+
+
+@triton.jit
+def _rank_term(proj_k, wdt_rows, chan_ok, row_offs, row_ok, r, S):
+    """``wdt[:, r] * dt_low[r]``: one rank's ``(BD, BL)`` term of the dt projection."""
+    w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0).to(tl.float32)
+    low_r = tl.load(proj_k + r * S + row_offs, mask=row_ok, other=0.0).to(tl.float32)
+    return w_r[:, None] * low_r
 
 
 @triton.jit
 def _chunk_inputs(x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, S,
                   R: tl.constexpr, RP: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr,
-                  DT_DOT: tl.constexpr):
+                  DT_DOT: tl.constexpr, RB: tl.constexpr):
     """Load one chunk and form its recurrence terms; padding steps get decay 1, drive 0.
 
     Returns ``u, z, dt, decay, drive, b_in, c_out``, all ``(BD, BL)`` fp32. The per-position
@@ -175,7 +195,8 @@ def _chunk_inputs(x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_
     tile_ok = chan_ok[:, None] & step_ok[None, :]
     row_offs, row_ok = _row_tile(pos, step_ok, BD, BL)
     u = tl.load(x_b + offs, mask=tile_ok, other=0.0).to(tl.float32)
-    delta = _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, S, R, RP, BD, BL, DT_DOT)
+    delta = _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, S, R, RP, BD, BL, DT_DOT,
+                           RB)
     b_in = tl.load(proj_k + R * S + row_offs, mask=row_ok, other=0.0).to(tl.float32)
     c_out = tl.load(proj_k + (R + 1) * S + row_offs, mask=row_ok, other=0.0).to(tl.float32)
     z = delta + bias[:, None]
@@ -228,7 +249,7 @@ def _merge(dst, value, mask, MERGE: tl.constexpr):
 def _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr,
                         ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr,
                         D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
-                        BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
+                        BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr, RB: tl.constexpr,
                         SUMMARY: tl.constexpr, MERGE: tl.constexpr, REVERSE: tl.constexpr):
     """One program's work for direction ``k`` (``REVERSE``: ``k >= 2``), segment ``seg``."""
     cols = tl.arange(0, BL)
@@ -257,7 +278,7 @@ def _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
         offs = chans[:, None] * S + pos[None, :]  # int32: one image's (D, S) fits
         u, z, dt, decay, drive, b_in, c_out = _chunk_inputs(
             x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, S, R, RP, BD, BL,
-            DT_DOT)
+            DT_DOT, RB)
         decay_cum, h_local = tl.associative_scan((decay, drive), 1, _affine_combine,
                                                  reverse=REVERSE)
         h_all = h_local + decay_cum * h[:, None]
@@ -279,7 +300,7 @@ def _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
 def ss2d_scan_fwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr,
                          states_ptr, seg_decay_ptr, seg_state_ptr,
                          D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
-                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
+                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr, RB: tl.constexpr,
                          SUMMARY: tl.constexpr, PAIRED: tl.constexpr):
     """Forward. See the module docstring.
 
@@ -295,11 +316,11 @@ def ss2d_scan_fwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_p
         k = tl.program_id(2)
         _scan_direction_fwd(k, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr,
                             ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr, D, L,
-                            S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, False, 1, False)
+                            S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, RB, False, 1, False)
         tl.debug_barrier()  # the second direction reads what other threads stored
         _scan_direction_fwd(k + 2, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
                             a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr,
-                            seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
+                            seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, RB,
                             False, 2, True)
     else:
         k = tl.program_id(2) // NSEG
@@ -308,12 +329,12 @@ def ss2d_scan_fwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_p
             _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr,
                                 bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr,
                                 seg_decay_ptr, seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP,
-                                BD, BL, DT_DOT, SUMMARY, 0, True)
+                                BD, BL, DT_DOT, RB, SUMMARY, 0, True)
         else:
             _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr,
                                 bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr,
                                 seg_decay_ptr, seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP,
-                                BD, BL, DT_DOT, SUMMARY, 0, False)
+                                BD, BL, DT_DOT, RB, SUMMARY, 0, False)
 
 
 @triton.jit
@@ -321,7 +342,7 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
                         ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr, gxs_ptr,
                         gz_ptr, gproj_ptr, gchan_ptr,
                         D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
-                        BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
+                        BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr, RB: tl.constexpr,
                         SUMMARY: tl.constexpr, MERGE: tl.constexpr, REVERSE: tl.constexpr):
     """One program's work for direction ``k`` (``REVERSE``: ``k >= 2``), segment ``seg``."""
     cols = tl.arange(0, BL)
@@ -357,7 +378,7 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
         offs = chans[:, None] * S + pos[None, :]  # int32: one image's (D, S) fits
         u, z, dt, decay, drive, b_in, c_out = _chunk_inputs(
             x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, S, R,
-            RP, BD, BL, DT_DOT)
+            RP, BD, BL, DT_DOT, RB)
         gy = tl.load(gy_b + offs, mask=tile_ok, other=0.0)
 
         # grad_h[l] = C[l] * gy[l] + decay[l+1] * grad_h[l+1] (steps in visiting order), the
@@ -406,7 +427,7 @@ def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys
                          states_ptr, seg_decay_ptr, seg_carry_ptr, gxs_ptr, gz_ptr, gproj_ptr,
                          gchan_ptr,
                          D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
-                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
+                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr, RB: tl.constexpr,
                          SUMMARY: tl.constexpr, PAIRED: tl.constexpr):
     """Backward of :func:`ss2d_scan_fwd_kernel`, walking each segment's chunks in reverse.
 
@@ -430,12 +451,12 @@ def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys
         _scan_direction_bwd(k, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr,
                             ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr, gxs_ptr,
                             gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD,
-                            BL, DT_DOT, False, 1, False)
+                            BL, DT_DOT, RB, False, 1, False)
         tl.debug_barrier()  # the second direction reads what other threads stored
         _scan_direction_bwd(k + 2, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
                             a_ptr, ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
                             gxs_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH, R,
-                            RP, BD, BL, DT_DOT, False, 2, True)
+                            RP, BD, BL, DT_DOT, RB, False, 2, True)
     else:
         k = tl.program_id(2) // NSEG
         seg = tl.program_id(2) % NSEG
@@ -443,9 +464,9 @@ def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys
             _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
                                 a_ptr, ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
                                 gxs_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH,
-                                R, RP, BD, BL, DT_DOT, SUMMARY, 0, True)
+                                R, RP, BD, BL, DT_DOT, RB, SUMMARY, 0, True)
         else:
             _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
                                 a_ptr, ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
                                 gxs_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH,
-                                R, RP, BD, BL, DT_DOT, SUMMARY, 0, False)
+                                R, RP, BD, BL, DT_DOT, RB, SUMMARY, 0, False)
