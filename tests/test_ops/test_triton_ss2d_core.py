@@ -70,6 +70,8 @@ GPU_CASES = {
     'paired_three_chunks_bf16': (8, 96, 24, 24, 6, 'bf16'),
     'channels_last_stage1_bf16': (2, 96, 56, 56, 6, 'bf16'),
     'channels_last_odd': (3, 37, 13, 29, 3, 'fp32'),
+    # R = 13: under the 'rank_loop8' tuning one whole step of 8 rows and a masked one.
+    'rank13_odd_bf16': (2, 200, 9, 11, 13, 'bf16'),
 }
 
 
@@ -239,15 +241,18 @@ def test_fused_backend_is_cuda_only():
         dispatch.resolve('ss2d_core', 'fused', torch.device('cpu'))
 
 
-@pytest.fixture(params=['default', 'dot16x64w8'])
+@pytest.fixture(params=['default', 'dot16x64w8', 'rank_loop8'])
 def gpu_tuning(request):
-    """Run a GPU test with the default scan tuning and with the tensor-core dt projection."""
+    """Run a GPU test with the default scan tuning, with the tensor-core dt projection and
+    with the FMA projection looping over the rank 8 rows at a time."""
     from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING
 
     saved = dict(SCAN_TUNING)
     if request.param == 'dot16x64w8':
         SCAN_TUNING.update(block_d=16, block_l=64, num_warps=8, bwd_block_d=16,
                            bwd_num_warps=8, dt_dot=True)
+    elif request.param == 'rank_loop8':
+        SCAN_TUNING.update(rank_block=8)
     yield request.param
     SCAN_TUNING.clear()
     SCAN_TUNING.update(saved)
