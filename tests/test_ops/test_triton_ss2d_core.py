@@ -28,8 +28,9 @@ TUNINGS = {
     'fma': dict(block_d=4, block_l=16, num_warps=4, bwd_block_d=8, bwd_num_warps=2,
                 min_programs=64, dt_dot=False),
     # The forward and the backward with different channel blocks and warps.
+    # (stages: the chunk loops as tl.range(num_stages=2); the interpreter runs them as loops.)
     'fma_one_segment': dict(block_d=8, block_l=16, num_warps=2, bwd_block_d=4, bwd_num_warps=4,
-                            min_programs=1, dt_dot=False),
+                            min_programs=1, dt_dot=False, stages=2),
     'fma_one_segment_unpaired': dict(block_d=4, block_l=16, num_warps=4, min_programs=1,
                                      dt_dot=False, pair_max_length=0),
     'dot': dict(block_d=16, block_l=16, num_warps=4, bwd_block_d=16, bwd_num_warps=4,
@@ -70,7 +71,7 @@ GPU_CASES = {
     'paired_three_chunks_bf16': (8, 96, 24, 24, 6, 'bf16'),
     'channels_last_stage1_bf16': (2, 96, 56, 56, 6, 'bf16'),
     'channels_last_odd': (3, 37, 13, 29, 3, 'fp32'),
-    # R = 13: under the 'rank_loop8' tuning one whole step of 8 rows and a masked one.
+    # R = 13: under the 'rank_loop8_stages3' tuning one whole step of 8 rows and a masked one.
     'rank13_odd_bf16': (2, 200, 9, 11, 13, 'bf16'),
 }
 
@@ -241,18 +242,20 @@ def test_fused_backend_is_cuda_only():
         dispatch.resolve('ss2d_core', 'fused', torch.device('cpu'))
 
 
-@pytest.fixture(params=['default', 'dot16x64w8', 'rank_loop8'])
+@pytest.fixture(params=['default', 'dot16x64w8', 'rank_loop8_stages3'])
 def gpu_tuning(request):
     """Run a GPU test with the default scan tuning, with the tensor-core dt projection and
-    with the FMA projection looping over the rank 8 rows at a time."""
+    with the FMA projection looping over the rank 8 rows at a time and the chunk loops
+    software-pipelined 3 deep (the compiler pipelines them where the rank loop is unrolled
+    whole, R <= 8)."""
     from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING
 
     saved = dict(SCAN_TUNING)
     if request.param == 'dot16x64w8':
         SCAN_TUNING.update(block_d=16, block_l=64, num_warps=8, bwd_block_d=16,
                            bwd_num_warps=8, dt_dot=True)
-    elif request.param == 'rank_loop8':
-        SCAN_TUNING.update(rank_block=8)
+    elif request.param == 'rank_loop8_stages3':
+        SCAN_TUNING.update(rank_block=8, stages=3)
     yield request.param
     SCAN_TUNING.clear()
     SCAN_TUNING.update(saved)

@@ -167,10 +167,10 @@ def parse_tunings(spec: str) -> list[dict]:
     """``'4:64:2:8:4:512:0,16:64:8:16:8:512:1,4:64:2:4:2:512:0:8'`` -> fused-scan tunings.
 
     Fields: block_d:block_l:num_warps:bwd_block_d:bwd_num_warps:min_programs[:dt_dot
-    [:rank_block]] (see ``SCAN_TUNING``; the knobs not given keep their defaults).
+    [:rank_block[:stages]]] (see ``SCAN_TUNING``; the knobs not given keep their defaults).
     """
     keys = ('block_d', 'block_l', 'num_warps', 'bwd_block_d', 'bwd_num_warps', 'min_programs',
-            'dt_dot', 'rank_block')
+            'dt_dot', 'rank_block', 'stages')
     tunings = []
     for item in filter(None, spec.split(',')):
         tuning = dict(zip(keys, map(int, item.split(':'))))
@@ -222,7 +222,8 @@ def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
                 f"fused[{tuning['block_d']}x{tuning['block_l']},w{tuning['num_warps']},"
                 f"bwd {tuning['bwd_block_d']}x{tuning['block_l']},w{tuning['bwd_num_warps']},"
                 f"p{tuning['min_programs']}{',dot' if tuning['dt_dot'] else ''}"
-                f"{',rb' + str(tuning['rank_block']) if tuning.get('rank_block') else ''}]")
+                f"{',rb' + str(tuning['rank_block']) if tuning.get('rank_block') else ''}"
+                f"{',s' + str(tuning['stages']) if tuning.get('stages', 1) > 1 else ''}]")
 
             def forward(backend=backend, x=x, params=params):
                 with torch.no_grad():
@@ -509,7 +510,7 @@ def main() -> None:
     parser.add_argument('--core-tunings', default='',
                         help='fused-scan tunings to sweep: '
                         'block_d:block_l:warps:bwd_block_d:bwd_warps:min_programs'
-                        '[:dt_dot[:rank_block]],...')
+                        '[:dt_dot[:rank_block[:stages]]],...')
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument('--iters', type=int, default=30)
     parser.add_argument('--profile-size', type=int, default=224,
@@ -520,7 +521,7 @@ def main() -> None:
     parser.add_argument('--host-batch', type=int, default=2)
     parser.add_argument('--host-steps', type=int, default=20)
     parser.add_argument('--scan-tuning', default='',
-                        help='fused-scan knobs for every section, e.g. rank_block=8 (see '
+                        help='fused-scan knobs for every section, e.g. rank_block=8,stages=3 (see '
                         'SCAN_TUNING; recorded in the environment JSON)')
     args = parser.parse_args()
     if not torch.cuda.is_available():

@@ -80,12 +80,15 @@ def main() -> None:
     parser.add_argument('--dt-dot', action='store_true')
     parser.add_argument('--rank-block', type=int, default=0,
                         help='dt_low rows unrolled per step of the rank loop (0: all R)')
+    parser.add_argument('--stages', type=int, default=1,
+                        help='software pipelining depth of the chunk loops (1: none)')
     parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp16', 'fp32'])
     parser.add_argument('--arch', type=int, default=90)
     parser.add_argument('--top', type=int, default=10, help='instruction kinds shown')
     args = parser.parse_args()
     base = dict(R=args.rank, RP=max(16, triton.next_power_of_2(args.rank)), BD=args.block_d,
-                BL=args.block_l, DT_DOT=args.dt_dot, RB=args.rank_block)
+                BL=args.block_l, DT_DOT=args.dt_dot, RB=args.rank_block,
+                NS=args.stages)
     variants = (('', dict(SUMMARY=False, PAIRED=False)),
                 (' summary', dict(SUMMARY=True, PAIRED=False)),
                 (' paired', dict(SUMMARY=False, PAIRED=True)))

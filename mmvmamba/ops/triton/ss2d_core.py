@@ -58,16 +58,19 @@ DIRECTIONS = 4
 #: projection with a tensor-core dot instead of unrolled FMAs (see
 #: :func:`~.ss2d_scan._dt_projection`); ``rank_block`` (0: all) is how many of its ``R`` rows
 #: the FMA form unrolls per step of a loop over the rank (its registers grow with the rows
-#: unrolled). ``pair_max_length``: scans of at most this many steps
-#: in one segment run directions k and k+2 in one program (no atomics, half the programs); on
-#: an H100 that won 2-3% at 224 / batch 128 and lost 5-6% at 384-1024 / batch 32, where the
-#: longer sequential walk and re-reading the merged map from HBM cost more.
+#: unrolled); ``stages`` (1: none) is the software pipelining depth of the kernels' loops over
+#: the chunks (``tl.range(num_stages=...)``: the next chunks' loads issued, through
+#: asynchronous copies, while the current one is scanned). ``pair_max_length``: scans of at
+#: most this many steps in one segment run directions k and k+2 in one program (no atomics,
+#: half the programs); on an H100 that won 2-3% at 224 / batch 128 and lost 5-6% at 384-1024 /
+#: batch 32, where the longer sequential walk and re-reading the merged map from HBM cost more.
 #:
 #: Defaults: the fastest by kernel time (profiler) of a sweep at VMamba-T's batch-128 stage
 #: shapes on an H100 (docs/benchmarks.md, session 9, run 38): 4 channels x 64 steps, 2 warps,
 #: for both kernels (stage 4, 768 channels, was 7% faster with 8 channels in the backward).
 SCAN_TUNING = dict(block_d=4, block_l=64, num_warps=2, bwd_block_d=4, bwd_num_warps=2,
-                   min_programs=512, dt_dot=False, rank_block=0, pair_max_length=4096)
+                   min_programs=512, dt_dot=False, rank_block=0, stages=1,
+                   pair_max_length=4096)
 
 
 class ScanConfig(NamedTuple):
@@ -83,6 +86,7 @@ class ScanConfig(NamedTuple):
     bwd_block_d: int
     bwd_num_warps: int
     rank_block: int
+    stages: int
 
 
 def _channels_per_program(block_d: int, smallest: int, batch: int, channels: int) -> int:
@@ -119,14 +123,14 @@ def _scan_config(batch: int, channels: int, length: int, _tuning: tuple) -> Scan
     segments = cdiv(chunks, per_segment)
     return ScanConfig(block_d, block_l, chunks, segments, per_segment, SCAN_TUNING['num_warps'],
                       dt_dot, bwd_block_d, SCAN_TUNING['bwd_num_warps'],
-                      SCAN_TUNING.get('rank_block', 0))
+                      SCAN_TUNING.get('rank_block', 0), SCAN_TUNING.get('stages', 1))
 
 
 def _meta(cfg: ScanConfig, rank: int, backward: bool) -> dict:
     """Compile-time arguments of the forward or the backward scan kernel."""
     return dict(R=rank, RP=max(16, next_power_of_2(rank)),
                 BD=cfg.bwd_block_d if backward else cfg.block_d, BL=cfg.block_l,
-                DT_DOT=cfg.dt_dot, RB=cfg.rank_block,
+                DT_DOT=cfg.dt_dot, RB=cfg.rank_block, NS=cfg.stages,
                 num_warps=cfg.bwd_num_warps if backward else cfg.num_warps)
 
 

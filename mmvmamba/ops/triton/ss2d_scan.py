@@ -250,7 +250,8 @@ def _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
                         ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr,
                         D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr, RB: tl.constexpr,
-                        SUMMARY: tl.constexpr, MERGE: tl.constexpr, REVERSE: tl.constexpr):
+                        NS: tl.constexpr, SUMMARY: tl.constexpr, MERGE: tl.constexpr,
+                        REVERSE: tl.constexpr):
     """One program's work for direction ``k`` (``REVERSE``: ``k >= 2``), segment ``seg``."""
     cols = tl.arange(0, BL)
     bias, a_coef, skip, slot_row, kd, state_offs, seg_base = _direction_setup(
@@ -272,7 +273,7 @@ def _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
             seg_state = tl.load(seg_state_ptr + seg_base + earlier * D, mask=chan_ok, other=0.0)
             h = seg_decay * h + seg_state
     first = seg * SEG_CH
-    for j in range(first, tl.minimum(first + SEG_CH, NCH)):
+    for j in tl.range(first, tl.minimum(first + SEG_CH, NCH), num_stages=NS):
         pos = _chunk_positions(j, cols, NCH, BL, REVERSE)
         step_ok = pos < L
         offs = chans[:, None] * S + pos[None, :]  # int32: one image's (D, S) fits
@@ -301,7 +302,7 @@ def ss2d_scan_fwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_p
                          states_ptr, seg_decay_ptr, seg_state_ptr,
                          D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
                          BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr, RB: tl.constexpr,
-                         SUMMARY: tl.constexpr, PAIRED: tl.constexpr):
+                         NS: tl.constexpr, SUMMARY: tl.constexpr, PAIRED: tl.constexpr):
     """Forward. See the module docstring.
 
     ``PAIRED`` (one segment only): grid ``(cdiv(D, BD), B, 2)``; program ``p`` runs direction
@@ -316,12 +317,12 @@ def ss2d_scan_fwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_p
         k = tl.program_id(2)
         _scan_direction_fwd(k, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr,
                             ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr, D, L,
-                            S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, RB, False, 1, False)
+                            S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, RB, NS, False, 1, False)
         tl.debug_barrier()  # the second direction reads what other threads stored
         _scan_direction_fwd(k + 2, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
                             a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr,
                             seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, RB,
-                            False, 2, True)
+                            NS, False, 2, True)
     else:
         k = tl.program_id(2) // NSEG
         seg = tl.program_id(2) % NSEG
@@ -329,12 +330,12 @@ def ss2d_scan_fwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_p
             _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr,
                                 bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr,
                                 seg_decay_ptr, seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP,
-                                BD, BL, DT_DOT, RB, SUMMARY, 0, True)
+                                BD, BL, DT_DOT, RB, NS, SUMMARY, 0, True)
         else:
             _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr,
                                 bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr,
                                 seg_decay_ptr, seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP,
-                                BD, BL, DT_DOT, RB, SUMMARY, 0, False)
+                                BD, BL, DT_DOT, RB, NS, SUMMARY, 0, False)
 
 
 @triton.jit
@@ -343,7 +344,8 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
                         gz_ptr, gproj_ptr, gchan_ptr,
                         D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
                         BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr, RB: tl.constexpr,
-                        SUMMARY: tl.constexpr, MERGE: tl.constexpr, REVERSE: tl.constexpr):
+                        NS: tl.constexpr, SUMMARY: tl.constexpr, MERGE: tl.constexpr,
+                        REVERSE: tl.constexpr):
     """One program's work for direction ``k`` (``REVERSE``: ``k >= 2``), segment ``seg``."""
     cols = tl.arange(0, BL)
     bias, a_coef, skip, slot_row, kd, state_offs, seg_base = _direction_setup(
@@ -370,7 +372,7 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
     first = seg * SEG_CH
     last = tl.minimum(first + SEG_CH, NCH)
     last_col = _edge_mask(cols, True, REVERSE, BL)  # visited last in the forward's order
-    for j_rev in range(last - first):
+    for j_rev in tl.range(last - first, num_stages=NS):
         j = last - 1 - j_rev
         pos = _chunk_positions(j, cols, NCH, BL, REVERSE)
         step_ok = pos < L
@@ -428,7 +430,7 @@ def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys
                          gchan_ptr,
                          D, L, S, NCH, NSEG, SEG_CH, R: tl.constexpr, RP: tl.constexpr,
                          BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr, RB: tl.constexpr,
-                         SUMMARY: tl.constexpr, PAIRED: tl.constexpr):
+                         NS: tl.constexpr, SUMMARY: tl.constexpr, PAIRED: tl.constexpr):
     """Backward of :func:`ss2d_scan_fwd_kernel`, walking each segment's chunks in reverse.
 
     Each chunk's states are recomputed from the saved chunk-entry state. ``SUMMARY=True`` only
@@ -451,12 +453,12 @@ def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys
         _scan_direction_bwd(k, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr,
                             ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr, gxs_ptr,
                             gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD,
-                            BL, DT_DOT, RB, False, 1, False)
+                            BL, DT_DOT, RB, NS, False, 1, False)
         tl.debug_barrier()  # the second direction reads what other threads stored
         _scan_direction_bwd(k + 2, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
                             a_ptr, ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
                             gxs_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH, R,
-                            RP, BD, BL, DT_DOT, RB, False, 2, True)
+                            RP, BD, BL, DT_DOT, RB, NS, False, 2, True)
     else:
         k = tl.program_id(2) // NSEG
         seg = tl.program_id(2) % NSEG
@@ -464,9 +466,9 @@ def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys
             _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
                                 a_ptr, ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
                                 gxs_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH,
-                                R, RP, BD, BL, DT_DOT, RB, SUMMARY, 0, True)
+                                R, RP, BD, BL, DT_DOT, RB, NS, SUMMARY, 0, True)
         else:
             _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
                                 a_ptr, ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
                                 gxs_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH,
-                                R, RP, BD, BL, DT_DOT, RB, SUMMARY, 0, False)
+                                R, RP, BD, BL, DT_DOT, RB, NS, SUMMARY, 0, False)
