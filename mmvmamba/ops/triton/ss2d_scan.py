@@ -25,6 +25,10 @@ sequential scan in registers, then shuffles. Descending offsets (``L-1-l``) left
 prove anything, and the scan ran on single steps per lane across all warps, through shared
 memory (``tools/analysis/triton_resources.py`` prints the layout).
 
+Compile-time knobs beside the block sizes (``ss2d_core.SCAN_TUNING``): ``DT_DOT`` and ``RB``
+choose how the dt projection runs (see :func:`_dt_projection`), ``NS`` the software pipelining
+depth of the loops over a row's chunks (1: none).
+
 With several segments a ``SUMMARY`` launch first reduces each segment to its total decay and
 its end state from a zero start; the main launch then starts segment ``s`` from the state
 composed of the summaries of segments ``0..s-1``. The backward does the same in reverse for the
