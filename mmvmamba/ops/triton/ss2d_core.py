@@ -106,7 +106,7 @@ def scan_config(batch: int, channels: int, length: int) -> ScanConfig:
 @functools.lru_cache(maxsize=1024)
 def _scan_config(batch: int, channels: int, length: int, _tuning: tuple) -> ScanConfig:
     block_l = SCAN_TUNING['block_l']
-    dt_dot = bool(SCAN_TUNING.get('dt_dot', False))
+    dt_dot = bool(SCAN_TUNING['dt_dot'])
     smallest = 16 if dt_dot else 4
     requested = (SCAN_TUNING['block_d'], SCAN_TUNING['bwd_block_d'])
     if min(requested) < smallest or block_l < 16:
@@ -123,7 +123,7 @@ def _scan_config(batch: int, channels: int, length: int, _tuning: tuple) -> Scan
     segments = cdiv(chunks, per_segment)
     return ScanConfig(block_d, block_l, chunks, segments, per_segment, SCAN_TUNING['num_warps'],
                       dt_dot, bwd_block_d, SCAN_TUNING['bwd_num_warps'],
-                      SCAN_TUNING.get('rank_block', 0), SCAN_TUNING.get('stages', 1))
+                      SCAN_TUNING['rank_block'], SCAN_TUNING['stages'])
 
 
 def _meta(cfg: ScanConfig, rank: int, backward: bool) -> dict:
@@ -136,7 +136,7 @@ def _meta(cfg: ScanConfig, rank: int, backward: bool) -> dict:
 
 def _paired(cfg: ScanConfig, length: int) -> bool:
     """Run directions k and k+2 in one program (plain stores, no zeroed maps)? See SCAN_TUNING."""
-    return cfg.segments == 1 and length <= SCAN_TUNING.get('pair_max_length', 0)
+    return cfg.segments == 1 and length <= SCAN_TUNING['pair_max_length']
 
 
 def _launch(kernel, cfg: ScanConfig, batch: int, inner: int, paired: bool, args: tuple,
