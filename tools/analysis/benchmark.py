@@ -99,6 +99,19 @@ def time_cuda(fn: Callable[[], object], warmup: int, iters: int) -> tuple[float,
     return ms, torch.cuda.max_memory_allocated() / 2**20
 
 
+def profiled(fn: Callable[[], object], iters: int, activity: str = 'cuda'):
+    """``torch.profiler`` over ``iters`` back-to-back calls of ``fn``, synchronised at the end;
+    ``activity``: 'cuda' (kernels) or 'cpu' (host ops). The caller warms up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    kind = ProfilerActivity.CUDA if activity == 'cuda' else ProfilerActivity.CPU
+    with profile(activities=[kind]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    return prof
+
+
 def kernel_ms(fn: Callable[[], object], iters: int = 5) -> float:
     """GPU kernel time per call in milliseconds: the self device time of every kernel (and
     memcpy/memset) ``torch.profiler`` records over ``iters`` calls, divided by ``iters``.
@@ -106,14 +119,9 @@ def kernel_ms(fn: Callable[[], object], iters: int = 5) -> float:
     Beside :func:`time_cuda`'s wall clock between CUDA events, which includes the gaps where
     the GPU waits for the host to issue the next kernel: where ``ms`` exceeds ``gpu_ms`` the
     call is (partly) bound by host time, not by its kernels."""
-    from torch.profiler import ProfilerActivity, profile
-
     fn()
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(iters):
-            fn()
-        torch.cuda.synchronize()
+    prof = profiled(fn, iters)
     return sum(e.self_device_time_total for e in prof.key_averages()) / iters / 1e3
 
 
@@ -138,6 +146,11 @@ def training_step(model: nn.Module, batch: int, size: int, dtype: torch.dtype) -
             loss = F.cross_entropy(model(x), target)
         loss.backward()
     return step
+
+
+#: The two measured modes: autocast dtype, its name in the rows, and the step builder.
+MODES = {'infer': (torch.bfloat16, 'bf16', inference_step),
+         'train': (torch.float16, 'fp16-amp', training_step)}
 
 
 def row(**kw) -> dict:
@@ -250,8 +263,7 @@ def bench_models(rows: list[dict], names: list[str], batch: int, warmup: int, it
     for name in names:
         torch.manual_seed(0)
         model = build_model(name).cuda()
-        for mode, dtype, make in (('infer', torch.bfloat16, inference_step),
-                                  ('train', torch.float16, training_step)):
+        for mode, (dtype, dtype_name, make) in MODES.items():
             target = model
             compile_s = ''
             if compiled:
@@ -267,7 +279,7 @@ def bench_models(rows: list[dict], names: list[str], batch: int, warmup: int, it
             ms, peak = time_cuda(step, warmup, iters)
             report(rows, row(section='compile' if compiled else 'models', model=name,
                              variant='compiled' if compiled else 'eager', mode=mode,
-                             dtype='bf16' if mode == 'infer' else 'fp16-amp', batch=batch,
+                             dtype=dtype_name, batch=batch,
                              size=224, ms=ms, gpu_ms=kernel_ms(step),
                              img_per_s=batch / ms * 1e3, peak_mib=peak, compile_s=compile_s))
         del model
@@ -296,20 +308,14 @@ def bench_resolution(rows: list[dict], names: list[str], warmup: int, iters: int
 def profile_vmamba(out_dir: str, batch: int, size: int = 224,
                    modes: tuple[str, ...] = ('infer', 'train')) -> None:
     """torch.profiler table of VMamba-T: bf16 inference and/or fp16-AMP training."""
-    from torch.profiler import ProfilerActivity, profile
-
     model = build_model('vmamba_tiny').cuda()
-    steps = dict(infer=(torch.bfloat16, inference_step), train=(torch.float16, training_step))
     for mode in modes:
-        dtype, make = steps[mode]
+        dtype, _, make = MODES[mode]
         step = make(model, batch, size, dtype)
         for _ in range(3):
             step()
         torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                step()
-            torch.cuda.synchronize()
+        prof = profiled(step, 5)
         table = prof.key_averages().table(sort_by='self_device_time_total', row_limit=25,
                                           max_name_column_width=70)
         table += f'\nkernels launched per iteration: {kernels_per_step(prof, 5):.0f}\n'
@@ -392,12 +398,7 @@ def write_host_ops(step: Callable[[], object], steps: int, path: str) -> None:
     """The host time of each ATen op and Python-level torch function over ``steps`` steps
     (``torch.profiler``, CPU activity only, sorted by self time): which ops the host's time
     per step is spent issuing."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            step()
-        torch.cuda.synchronize()
+    prof = profiled(step, steps, activity='cpu')
     with open(path, 'w') as f:
         f.write(f'torch.profiler, CPU activity, {steps} steps\n')
         f.write(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=50))
@@ -431,12 +432,11 @@ def bench_host(rows: list[dict], out_dir: str, names: list[str], batch: int, ste
     for name in names:
         torch.manual_seed(0)
         model = build_model(name).cuda()
-        for mode, dtype, make in (('infer', torch.bfloat16, inference_step),
-                                  ('train', torch.float16, training_step)):
+        for mode, (dtype, dtype_name, make) in MODES.items():
             step = make(model, batch, 224, dtype)
             ms = host_time(step, steps)
             report(rows, row(section='host', model=name, variant='eager', mode=mode,
-                             dtype='bf16' if mode == 'infer' else 'fp16-amp', batch=batch,
+                             dtype=dtype_name, batch=batch,
                              size=224, ms=ms, note='host time per step'))
             if name == 'vmamba_tiny' and mode == 'train':
                 write_host_profile(step, steps,
