@@ -28,9 +28,11 @@ TUNINGS = {
     'fma': dict(block_d=4, block_l=16, num_warps=4, bwd_block_d=8, bwd_num_warps=2,
                 min_programs=64, dt_dot=False),
     # The forward and the backward with different channel blocks and warps.
-    # (stages: the chunk loops as tl.range(num_stages=2); the interpreter runs them as loops.)
+    # (stages: the chunk loops as tl.range(num_stages=2); the interpreter runs them as loops.
+    # rank_block=0: every rank row unrolled, no loop over the rank; the other FMA tunings keep
+    # the default loop of 8 rows per step.)
     'fma_one_segment': dict(block_d=8, block_l=16, num_warps=2, bwd_block_d=4, bwd_num_warps=4,
-                            min_programs=1, dt_dot=False, stages=2),
+                            min_programs=1, dt_dot=False, stages=2, rank_block=0),
     'fma_one_segment_unpaired': dict(block_d=4, block_l=16, num_warps=4, min_programs=1,
                                      dt_dot=False, pair_max_length=0),
     'dot': dict(block_d=16, block_l=16, num_warps=4, bwd_block_d=16, bwd_num_warps=4,
@@ -71,7 +73,7 @@ GPU_CASES = {
     'paired_three_chunks_bf16': (8, 96, 24, 24, 6, 'bf16'),
     'channels_last_stage1_bf16': (2, 96, 56, 56, 6, 'bf16'),
     'channels_last_odd': (3, 37, 13, 29, 3, 'fp32'),
-    # R = 13: under the 'rank_loop8_stages3' tuning one whole step of 8 rows and a masked one.
+    # R = 13: under the default tuning one whole step of 8 rank rows and a masked one.
     'rank13_odd_bf16': (2, 200, 9, 11, 13, 'bf16'),
 }
 
@@ -194,6 +196,9 @@ def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
     assert dot['dt_dot'] and dot['segments'] > 1 and dot['block_d'] == 16
     assert configs['rank_loop_remainder']['rank_block'] == 2
     assert configs['rank_loop_whole_steps_bf16']['rank_block'] == 2
+    assert configs['three_chunks_one_segment']['rank_block'] == 0
+    assert configs['three_chunks_one_segment']['stages'] == 2
+    assert configs['odd_channels_nonsquare']['rank_block'] == 8  # the default
 
 
 def test_slot_order_is_spelled_the_same_everywhere():
@@ -242,20 +247,19 @@ def test_fused_backend_is_cuda_only():
         dispatch.resolve('ss2d_core', 'fused', torch.device('cpu'))
 
 
-@pytest.fixture(params=['default', 'dot16x64w8', 'rank_loop8_stages3'])
+@pytest.fixture(params=['default', 'dot16x64w8', 'unrolled_pipelined'])
 def gpu_tuning(request):
-    """Run a GPU test with the default scan tuning, with the tensor-core dt projection and
-    with the FMA projection looping over the rank 8 rows at a time and the chunk loops
-    software-pipelined 3 deep (the compiler pipelines them where the rank loop is unrolled
-    whole, R <= 8)."""
+    """Run a GPU test with the default scan tuning (the FMA dt projection over the rank 8
+    rows at a time; small grids' chunk loops software-pipelined 3 deep), with the tensor-core
+    dt projection, and with every rank row unrolled and every grid pipelined 2 deep."""
     from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING
 
     saved = dict(SCAN_TUNING)
     if request.param == 'dot16x64w8':
         SCAN_TUNING.update(block_d=16, block_l=64, num_warps=8, bwd_block_d=16,
                            bwd_num_warps=8, dt_dot=True)
-    elif request.param == 'rank_loop8_stages3':
-        SCAN_TUNING.update(rank_block=8, stages=3)
+    elif request.param == 'unrolled_pipelined':
+        SCAN_TUNING.update(rank_block=0, stages=2, pipeline_max_programs=2**31)
     yield request.param
     SCAN_TUNING.clear()
     SCAN_TUNING.update(saved)

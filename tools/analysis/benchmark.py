@@ -231,12 +231,12 @@ def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
         shape = f'{batch}x{inner}x{height}x{width}'
         for backend, tuning in variants:
             SCAN_TUNING.update(default_tuning, **(tuning or {}))
+            t = SCAN_TUNING  # the tuning in force, defaults included
             name = backend if tuning is None else (
-                f"fused[{tuning['block_d']}x{tuning['block_l']},w{tuning['num_warps']},"
-                f"bwd {tuning['bwd_block_d']}x{tuning['block_l']},w{tuning['bwd_num_warps']},"
-                f"p{tuning['min_programs']}{',dot' if tuning['dt_dot'] else ''}"
-                f"{',rb' + str(tuning['rank_block']) if tuning.get('rank_block') else ''}"
-                f"{',s' + str(tuning['stages']) if tuning.get('stages', 1) > 1 else ''}]")
+                f"fused[{t['block_d']}x{t['block_l']},w{t['num_warps']},"
+                f"bwd {t['bwd_block_d']}x{t['block_l']},w{t['bwd_num_warps']},"
+                f"p{t['min_programs']}{',dot' if t['dt_dot'] else ',rb' + str(t['rank_block'])}"
+                f",s{t['stages']}<={t['pipeline_max_programs']}]")
 
             def forward(backend=backend, x=x, params=params):
                 with torch.no_grad():

@@ -60,7 +60,10 @@ DIRECTIONS = 4
 #: the FMA form unrolls per step of a loop over the rank (its registers grow with the rows
 #: unrolled); ``stages`` (1: none) is the software pipelining depth of the kernels' loops over
 #: the chunks (``tl.range(num_stages=...)``: the next chunks' loads issued, through
-#: asynchronous copies, while the current one is scanned). ``pair_max_length``: scans of at
+#: asynchronous copies, while the current one is scanned), used only for grids of at most
+#: ``pipeline_max_programs`` programs (counted as channel blocks x images x 4 directions x
+#: segments): few programs per SM leave the loads' latency exposed, many hide it and lose
+#: occupancy to the extra registers. ``pair_max_length``: scans of at
 #: most this many steps in one segment run directions k and k+2 in one program (no atomics,
 #: half the programs); on an H100 that won 2-3% at 224 / batch 128 and lost 5-6% at 384-1024 /
 #: batch 32, where the longer sequential walk and re-reading the merged map from HBM cost more.
@@ -68,9 +71,15 @@ DIRECTIONS = 4
 #: Defaults: the fastest by kernel time (profiler) of a sweep at VMamba-T's batch-128 stage
 #: shapes on an H100 (docs/benchmarks.md, session 9, run 38): 4 channels x 64 steps, 2 warps,
 #: for both kernels (stage 4, 768 channels, was 7% faster with 8 channels in the backward).
+#: Session 13, run 52 (kernel time, H100): ``rank_block=8`` took the batch-32 core
+#: forward+backward at stages 3-4 (R = 24, 48) from 0.69 / 0.68 to 0.61 / 0.60 ms and the
+#: VMamba-T training step's GPU time from 64.8 to 61.6 ms (stages 1-2 within +-4%);
+#: ``stages=3`` took the detection shape (2 x 96 x 200 x 320, 576 programs) from 3.03 to
+#: 2.41 ms but the batch-32 stage shapes (3072-24576 programs) up by as much as 23%, hence
+#: the grid bound.
 SCAN_TUNING = dict(block_d=4, block_l=64, num_warps=2, bwd_block_d=4, bwd_num_warps=2,
-                   min_programs=512, dt_dot=False, rank_block=0, stages=1,
-                   pair_max_length=4096)
+                   min_programs=512, dt_dot=False, rank_block=8, stages=3,
+                   pipeline_max_programs=1024, pair_max_length=4096)
 
 
 class ScanConfig(NamedTuple):
@@ -121,9 +130,10 @@ def _scan_config(batch: int, channels: int, length: int, _tuning: tuple) -> Scan
     segments = min(chunks, cdiv(SCAN_TUNING['min_programs'], programs))
     per_segment = cdiv(chunks, max(1, segments))
     segments = cdiv(chunks, per_segment)
+    small_grid = programs * segments <= SCAN_TUNING['pipeline_max_programs']
     return ScanConfig(block_d, block_l, chunks, segments, per_segment, SCAN_TUNING['num_warps'],
                       dt_dot, bwd_block_d, SCAN_TUNING['bwd_num_warps'],
-                      SCAN_TUNING['rank_block'], SCAN_TUNING['stages'])
+                      SCAN_TUNING['rank_block'], SCAN_TUNING['stages'] if small_grid else 1)
 
 
 def _meta(cfg: ScanConfig, rank: int, backward: bool) -> dict:
