@@ -1,4 +1,5 @@
-"""Builds mmvmamba's compiled selective-scan op; all metadata lives in setup.cfg.
+"""Builds mmvmamba's compiled ops (kernels/*: the selective scan, the C++ issue of the Triton ops'
+eager passes); all metadata lives in setup.cfg.
 
 The CPU part is always built. The CUDA part is built when a GPU is visible at build time (for
 that GPU's architecture), or when ``MMVMAMBA_CUDA_ARCH_LIST`` (e.g. ``"9.0"`` or ``"8.0;9.0"``)
@@ -11,8 +12,8 @@ from setuptools import setup
 
 
 def extensions():
-    """Return (ext_modules, cmdclass) for the op in kernels/selective_scan."""
-    sources = sorted(glob.glob('kernels/selective_scan/*.cpp'))
+    """Return (ext_modules, cmdclass) for the ops in kernels/."""
+    sources = sorted(glob.glob('kernels/*/*.cpp'))
     if not sources:
         return [], {}
     import torch
@@ -37,7 +38,7 @@ def extensions():
         os.environ['TORCH_CUDA_ARCH_LIST'] = arch
         ext = cpp_extension.CUDAExtension(
             'mmvmamba._C',
-            sources + sorted(glob.glob('kernels/selective_scan/*.cu')),
+            sources + sorted(glob.glob('kernels/*/*.cu')),
             define_macros=[('MMVMAMBA_WITH_CUDA', None),
                            ('MMVMAMBA_CUDA_ARCHS', f'"{arch}"')],
             extra_compile_args={'cxx': cxx,

@@ -17,6 +17,7 @@
 #include <torch/library.h>
 
 #include "selective_scan.h"
+#include "../triton_host/triton_host.h"
 
 #ifndef MMVMAMBA_CUDA_ARCHS
 #define MMVMAMBA_CUDA_ARCHS ""
@@ -127,7 +128,9 @@ bool with_cuda() {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "mmvmamba's compiled selective-scan op (registers torch.ops.mmvmamba.*)";
+  m.doc() = "mmvmamba's compiled ops: the selective scan (registers torch.ops.mmvmamba.*) and "
+            "the C++ issue of the Triton ops' eager passes";
+  mmvmamba::triton_host::register_functions(m);
   m.def("with_cuda", &with_cuda, "Whether the CUDA kernels were compiled in.");
   m.def("state_stride", []() { return mmvmamba::kStateStride; },
         "Positions between two checkpoints of selective_scan_fwd_train on CUDA.");

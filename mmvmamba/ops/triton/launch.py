@@ -17,7 +17,7 @@ import triton
 from torch import Tensor
 from triton.runtime.jit import JITFunction
 
-__all__ = ['cdiv', 'launch', 'next_power_of_2']
+__all__ = ['cdiv', 'launch', 'launch_hooks_set', 'next_power_of_2']
 
 #: Compiled kernels by launch key (see :func:`launch`); cleared when it outgrows the bound
 #: (a key per distinct shape: a detector's multi-scale training makes many).
@@ -41,6 +41,13 @@ def _hook_set(hook) -> bool:
     """Is a Triton launch hook installed? Triton keeps them as a chain of calls (``.calls``,
     empty when none is) or, in older releases, as one callable or None."""
     return hook is not None and bool(getattr(hook, 'calls', True))
+
+
+def launch_hooks_set() -> bool:
+    """Is a Triton launch hook (e.g. the proton profiler's) installed? Then every launch must go
+    through Triton, which calls it."""
+    return (_hook_set(triton.knobs.runtime.launch_enter_hook)
+            or _hook_set(triton.knobs.runtime.launch_exit_hook))
 
 
 def _constexpr_tail(kernel: JITFunction, num_args: int, meta: dict) -> tuple:
@@ -94,9 +101,7 @@ def _launch_on(device: int, kernel, grid: tuple, args: tuple, meta: dict) -> Non
     int it takes the address as it is. The address is read here anyway, for the alignment in
     the key, and every tensor argument of these kernels is on ``device``.
     """
-    if (torch.compiler.is_compiling() or type(kernel) is not JITFunction
-            or _hook_set(triton.knobs.runtime.launch_enter_hook)
-            or _hook_set(triton.knobs.runtime.launch_exit_hook)):
+    if torch.compiler.is_compiling() or type(kernel) is not JITFunction or launch_hooks_set():
         kernel[grid](*args, **meta)
         return
     key = [kernel, device, *meta.items()]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .launch import cdiv, launch, next_power_of_2
+from .host import cpp_ops
+from .launch import cdiv, launch, launch_hooks_set, next_power_of_2
 from .layer_norm_2d_kernels import layer_norm_2d_bwd_kernel, layer_norm_2d_fwd_kernel
 from .transpose import dense_2d, flat
 
@@ -20,6 +21,8 @@ _TILE_ELEMENTS = 4096  # channels x positions held by one program
 
 
 def _blocks(channels: int, length: int) -> tuple[int, int]:
+    """Channels and positions per program (the C++ passes' ``layer_norm_2d_blocks`` does the
+    same arithmetic; a test compares them)."""
     block_c = next_power_of_2(channels)
     block_p = max(1, min(next_power_of_2(length), _TILE_ELEMENTS // block_c))
     return block_c, block_p
@@ -92,9 +95,10 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, stats: Ten
 
 
 class _LayerNorm2d(torch.autograd.Function):
-    """Autograd of :func:`layer_norm_2d`. A plain ``autograd.Function`` rather than a
-    ``torch.library`` custom op: it costs about half the host time per call (the eager step is
-    host-bound at batch 128), and under ``torch.compile`` the dispatcher's 'auto' hands the norm
+    """Autograd of :func:`layer_norm_2d` in Python, for Triton's interpreter, ``torch.compile``
+    and Triton launch hooks (eager CUDA calls run the same passes in C++, see :mod:`.host`). A
+    plain ``autograd.Function`` rather than a ``torch.library`` custom op: it costs about half
+    the host time per call, and under ``torch.compile`` the dispatcher's 'auto' hands the norm
     to inductor anyway (a forced 'triton' backend is traced through, kernel and all)."""
 
     @staticmethod
@@ -137,4 +141,8 @@ def layer_norm_2d(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     """
     if x.dim() != 4:
         raise ValueError(f'layer_norm_2d expects (B, C, H, W), got shape {tuple(x.shape)}')
+    if x.is_cuda and not torch.compiler.is_compiling() and not launch_hooks_set():
+        cpp = cpp_ops()
+        if cpp is not None:
+            return cpp.layer_norm_2d(x, weight, bias, float(eps))
     return _LayerNorm2d.apply(x, weight, bias, float(eps))
