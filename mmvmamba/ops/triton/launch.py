@@ -80,6 +80,9 @@ def launch(kernel, grid: tuple, args: tuple, meta: dict) -> None:
     the device of its first argument, made current for the launch when it is not (Triton
     launches on the current device); every tensor argument must be on that device.
     """
+    if torch.compiler.is_compiling():  # traced: dynamo handles the device and the launch
+        kernel[grid](*args, **meta)
+        return
     first = args[0]
     if first.is_cuda:
         device = first.get_device()
@@ -101,7 +104,7 @@ def _launch_on(device: int, kernel, grid: tuple, args: tuple, meta: dict) -> Non
     int it takes the address as it is. The address is read here anyway, for the alignment in
     the key, and every tensor argument of these kernels is on ``device``.
     """
-    if torch.compiler.is_compiling() or type(kernel) is not JITFunction or launch_hooks_set():
+    if type(kernel) is not JITFunction or launch_hooks_set():
         kernel[grid](*args, **meta)
         return
     key = [kernel, device, *meta.items()]
