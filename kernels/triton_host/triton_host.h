@@ -1,12 +1,15 @@
-// Host-side C++ for mmvmamba's Triton kernels: launching compiled kernels by handle, and the
-// eager autograd of the ops built on them (see triton_host.cpp).
+// Host-side C++ for mmvmamba's Triton ops: their eager passes issued from C++, with the Triton
+// kernels launched by handle (triton_launch.h).
 #pragma once
 
 #include <torch/extension.h>
 
 namespace mmvmamba::triton_host {
 
-// Adds `triton_host_init`, `triton_host_ready` and `layer_norm_2d` to the extension module.
+// Adds the launcher's set-up, `layer_norm_2d` and `ss2d_core` to the extension module.
 void register_functions(pybind11::module_& m);
+
+// Adds `ss2d_core` (ss2d_core_host.cpp).
+void register_ss2d_core(pybind11::module_& m);
 
 }  // namespace mmvmamba::triton_host

@@ -132,6 +132,26 @@ def relative_errors(case, fused_fn, device='cpu', seed=0, channels_last=False):
     return errors
 
 
+# Interpreter cases the C++ passes (``ss2d_core_cpp``) also run: paired and unpaired scans, one
+# and several segments, channels-last bf16, the tensor-core dt projection, the rank loop.
+CPP_CASES = ('three_chunks_three_segments', 'three_chunks_one_segment',
+             'three_chunks_one_segment_unpaired', 'channels_last_bf16_paired',
+             'dot_two_channel_blocks_segments', 'rank_loop_remainder', 'one_pixel')
+
+
+def outputs_and_grads(case, core_fn, seed, channels_last=False):
+    """``core_fn``'s output and gradients of every input for one case's inputs."""
+    batch, inner, height, width, rank, dtype_name = case
+    x, params = make_core_inputs(batch, inner, height, width, rank, seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = x.to(DTYPES[dtype_name]).contiguous(memory_format=fmt)
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1))
+    leaves = [x.requires_grad_(True)] + [p.requires_grad_(True) for p in params.values()]
+    out = core_fn(*leaves)
+    grads = torch.autograd.grad(out, leaves, grad.to(x.dtype).contiguous(memory_format=fmt))
+    return [out, *grads]
+
+
 def _interpreter_worker():
     """Entry point of the subprocess: print the errors of every interpreter case as JSON."""
     assert os.environ.get('TRITON_INTERPRET') == '1'
@@ -160,7 +180,21 @@ def _interpreter_worker():
     custom_op = dict(relative_errors(INTERPRETER_CASES['channels_last_segments'][:-1],
                                      lambda *args: _core_fwd(*args, 1e-5)[0], seed=7,
                                      channels_last=True))
-    print('RESULTS ' + json.dumps(dict(cases=results, custom_op=custom_op)))  # noqa: T201 (read by the parent test)
+    # The C++ passes against the Python ones: the same kernels and ATen ops in the same order.
+    from mmvmamba.ops.triton import host
+    from mmvmamba.ops.triton.ss2d_core import _Core, ss2d_core_cpp
+
+    cpp = host.interpreted_cpp_ops()
+    cpp_equal = {}
+    for name in CPP_CASES:
+        case = INTERPRETER_CASES[name]
+        SCAN_TUNING.clear()
+        SCAN_TUNING.update(defaults, **TUNINGS[case[-1]])
+        runs = [outputs_and_grads(case[:-1], fn, seed=11, channels_last=name.startswith('chan'))
+                for fn in (lambda *a: ss2d_core_cpp(cpp, *a), lambda *a: _Core.apply(*a, 1e-5))]
+        cpp_equal[name] = [torch.equal(a, b) and a.stride() == b.stride() for a, b in zip(*runs)]
+    print('RESULTS ' + json.dumps(dict(cases=results, custom_op=custom_op,  # noqa: T201 (read by the parent test)
+                                       cpp_equal=cpp_equal)))
 
 
 def _check(errors, dtype_name):
@@ -180,6 +214,15 @@ def test_fused_core_matches_reference_interpreted(interpreted_results, name):
 
 def test_custom_op_path_matches_reference_interpreted(interpreted_results):
     _check(interpreted_results['custom_op'], 'fp32')
+
+
+@pytest.mark.parametrize('name', CPP_CASES)
+def test_cpp_passes_equal_python_passes_interpreted(interpreted_results, name):
+    """The C++ forward and backward (mmvmamba._C.ss2d_core) give the Python passes' output and
+    gradients to the bit (with the same strides)."""
+    equal = interpreted_results['cpp_equal'][name]
+    assert len(equal) == 1 + len(GRAD_NAMES) and all(equal), dict(
+        zip(('out', *GRAD_NAMES), equal))
 
 
 def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
@@ -272,6 +315,31 @@ def test_fused_core_matches_reference_gpu(name, gpu_tuning):
 
     _check(relative_errors(GPU_CASES[name], ss2d_core_fused, device='cuda',
                            channels_last=name.startswith('channels_last')), GPU_CASES[name][-1])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('name', ['stage1_like', 'odd_nonsquare', 'one_pixel', 'detection_bf16',
+                                  'paired_three_chunks_bf16', 'channels_last_stage1_bf16',
+                                  'rank13_odd_bf16'])
+def test_cpp_passes_match_reference_gpu(name, gpu_tuning, monkeypatch):
+    """The C++ passes, twice: the first call's launches go through Triton, the second's by
+    handle (cuLaunchKernel). Through ``ss2d_core_fused`` with ``CPP_PASSES['ss2d_core']`` on."""
+    from mmvmamba.ops.triton import host
+    from mmvmamba.ops.triton.ss2d_core import ss2d_core_fused
+
+    monkeypatch.setitem(host.CPP_PASSES, 'ss2d_core', True)
+    assert host.cpp_ops() is not None
+    nodes = []
+
+    def fused(*args):
+        out = ss2d_core_fused(*args)
+        nodes.append(out.grad_fn.name())
+        return out
+
+    for _ in range(2):
+        _check(relative_errors(GPU_CASES[name], fused, device='cuda',
+                               channels_last=name.startswith('channels_last')), GPU_CASES[name][-1])
+    assert all(n.startswith('torch::autograd::CppNode<') and 'Core' in n for n in nodes), nodes
 
 
 @pytest.mark.gpu

@@ -205,6 +205,18 @@ def apply_scan_tuning(spec: str) -> dict:
     return dict(SCAN_TUNING)
 
 
+def apply_cpp_passes(spec: str) -> dict:
+    """Set ``host.CPP_PASSES`` from ``'op=0|1,...'`` (e.g. ``ss2d_core=1``); return them."""
+    from mmvmamba.ops.triton.host import CPP_PASSES
+
+    for item in filter(None, spec.split(',')):
+        op, _, value = item.partition('=')
+        if op not in CPP_PASSES:
+            raise SystemExit(f'--cpp-passes: unknown op {op!r}; ops: {sorted(CPP_PASSES)}')
+        CPP_PASSES[op] = bool(int(value))
+    return dict(CPP_PASSES)
+
+
 def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
                tunings: list[dict]) -> None:
     from mmvmamba import ops
@@ -523,6 +535,10 @@ def main() -> None:
     parser.add_argument('--scan-tuning', default='',
                         help='fused-scan knobs for every section, e.g. rank_block=8,stages=3 (see '
                         'SCAN_TUNING; recorded in the environment JSON)')
+    parser.add_argument('--cpp-passes', default='',
+                        help='which Triton ops issue their eager passes from C++, e.g. '
+                        'ss2d_core=1,layer_norm_2d=0 (see host.CPP_PASSES; recorded in the '
+                        'environment JSON)')
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit('benchmark.py needs a CUDA device')
@@ -530,6 +546,7 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     env = environment()
     env['scan_tuning'] = apply_scan_tuning(args.scan_tuning)
+    env['cpp_passes'] = apply_cpp_passes(args.cpp_passes)
     print(json.dumps(env))  # noqa: T201 (CLI output)
     sections = args.sections.split(',')
     tag = '_'.join(s for s in sections if s != 'profile') or 'profile'

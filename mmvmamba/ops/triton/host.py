@@ -17,14 +17,30 @@ import ctypes
 import functools
 import os
 
-from .layer_norm_2d_kernels import layer_norm_2d_bwd_kernel, layer_norm_2d_fwd_kernel
+import torch
+from torch import Tensor
 
-__all__ = ['cpp_ops']
+from .launch import launch_hooks_set
+from .layer_norm_2d_kernels import layer_norm_2d_bwd_kernel, layer_norm_2d_fwd_kernel
+from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
+from .transpose import _copy_tiles_kernel, _merge_orders_kernel, _scan_orders_kernel
+
+__all__ = ['CPP_PASSES', 'cpp_ops', 'cpp_ops_for', 'interpreted_cpp_ops']
+
+#: Which Triton ops issue their eager CUDA passes from C++ (tests and benchmarks may change it).
+#: ``ss2d_core`` stays off until its GPU tests have run: under Triton's interpreter its C++
+#: passes match the Python ones to the bit (tests/test_ops/test_triton_ss2d_core.py).
+CPP_PASSES = {'layer_norm_2d': True, 'ss2d_core': False}
 
 #: The kernels C++ launches, by the name it gives them.
 KERNELS = {
     'layer_norm_2d_fwd': layer_norm_2d_fwd_kernel,
     'layer_norm_2d_bwd': layer_norm_2d_bwd_kernel,
+    'scan_orders': _scan_orders_kernel,
+    'merge_orders': _merge_orders_kernel,
+    'copy_tiles': _copy_tiles_kernel,
+    'ss2d_scan_fwd': ss2d_scan_fwd_kernel,
+    'ss2d_scan_bwd': ss2d_scan_bwd_kernel,
 }
 
 ENV = 'MMVMAMBA_TRITON_HOST'
@@ -35,12 +51,15 @@ def _logger():
     return MMLogger.get_current_instance()
 
 
-def _resolve(name: str, grid: tuple, args: tuple, meta: dict) -> tuple[int, int, int, int]:
-    """First launch of a specialisation, for C++: launch ``KERNELS[name]`` through Triton and
-    return ``(function handle, num_warps, shared memory bytes, run-time parameter count)``;
-    the count (Triton's run-time arguments plus its two scratch pointers) lets C++ check that
-    it packs parameters as this Triton release expects."""
+def _resolve(name: str, grid: tuple, args: tuple, meta: dict) -> tuple[int, int, int, int] | None:
+    """A launch C++ hands back: launch ``KERNELS[name]`` through Triton. For CUDA tensors (the
+    first launch of a specialisation) return ``(function handle, num_warps, shared memory
+    bytes, run-time parameter count)``; the count (Triton's run-time arguments plus its two
+    scratch pointers) lets C++ check that it packs parameters as this Triton release expects.
+    CPU tensors (Triton's interpreter) come back at every launch; nothing is returned."""
     compiled = KERNELS[name][grid](*args, **meta)
+    if not args[0].is_cuda:
+        return None
     meta_data = compiled.metadata
     unsupported = {key: getattr(meta_data, key, 0) for key in (
         'global_scratch_size', 'profile_scratch_size', 'launch_cooperative_grid', 'launch_pdl')}
@@ -49,6 +68,15 @@ def _resolve(name: str, grid: tuple, args: tuple, meta: dict) -> tuple[int, int,
                            f'make (num_ctas={meta_data.num_ctas}, {unsupported}); set {ENV}=0')
     runtime = sum(kind != 'constexpr' for kind in compiled.src.signature.values())
     return compiled.function, meta_data.num_warps, meta_data.shared, runtime + 2
+
+
+def cpp_ops_for(op: str, x: Tensor):
+    """``mmvmamba._C`` when ``op``'s eager pass over ``x`` is to be issued from C++ (a CUDA
+    tensor, ``CPP_PASSES[op]``, not under ``torch.compile`` tracing, no Triton launch hook
+    installed, the extension built with CUDA), else None: then the op runs its Python passes."""
+    if not (x.is_cuda and CPP_PASSES[op]) or torch.compiler.is_compiling() or launch_hooks_set():
+        return None
+    return cpp_ops()
 
 
 @functools.cache
@@ -66,12 +94,23 @@ def cpp_ops():
         _logger().warning(f'mmvmamba: Triton ops issue their eager passes from Python, which '
                           f'costs more host time per step: {exc}')
         return None
-    if not hasattr(module, 'triton_host_init'):
+    if not hasattr(module, 'triton_host_set_launcher'):
         _logger().warning(
             'mmvmamba: mmvmamba._C was built without CUDA, so Triton ops issue their eager '
             'passes from Python, which costs more host time per step; rebuild with '
             f'MMVMAMBA_CUDA_ARCH_LIST set (e.g. 9.0): {compiled.BUILD_HINT}')
         return None
     launch_kernel = ctypes.CDLL('libcuda.so.1').cuLaunchKernel
-    module.triton_host_init(ctypes.cast(launch_kernel, ctypes.c_void_p).value, _resolve)
+    module.triton_host_set_launcher(ctypes.cast(launch_kernel, ctypes.c_void_p).value)
+    module.triton_host_set_resolver(_resolve)
+    return module
+
+
+def interpreted_cpp_ops():
+    """``mmvmamba._C`` set up for CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``;
+    every launch comes back to Python): the C++ passes tested without a GPU."""
+    from .. import compiled
+
+    module = compiled.load()
+    module.triton_host_set_resolver(_resolve)
     return module

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .host import cpp_ops
-from .launch import cdiv, launch, launch_hooks_set, next_power_of_2
+from .host import cpp_ops_for
+from .launch import cdiv, launch, next_power_of_2
 from .layer_norm_2d_kernels import layer_norm_2d_bwd_kernel, layer_norm_2d_fwd_kernel
 from .transpose import dense_2d, flat
 
@@ -141,8 +141,7 @@ def layer_norm_2d(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     """
     if x.dim() != 4:
         raise ValueError(f'layer_norm_2d expects (B, C, H, W), got shape {tuple(x.shape)}')
-    if x.is_cuda and not torch.compiler.is_compiling() and not launch_hooks_set():
-        cpp = cpp_ops()
-        if cpp is not None:
-            return cpp.layer_norm_2d(x, weight, bias, float(eps))
+    cpp = cpp_ops_for('layer_norm_2d', x)
+    if cpp is not None:
+        return cpp.layer_norm_2d(x, weight, bias, float(eps))
     return _LayerNorm2d.apply(x, weight, bias, float(eps))

@@ -40,12 +40,13 @@ import torch
 from torch import Tensor
 
 from ..amp import autocast_off
+from .host import cpp_ops_for
 from .launch import cdiv, launch, next_power_of_2
 from .layer_norm_2d import ln2d_backward, ln2d_forward
 from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
 from .transpose import dense_2d, flat, merge_orders_into, scan_orders_into, transpose_into
 
-__all__ = ['ss2d_core_fused', 'scan_config', 'SCAN_TUNING']
+__all__ = ['ss2d_core_fused', 'ss2d_core_cpp', 'scan_config', 'SCAN_TUNING']
 
 DIRECTIONS = 4
 
@@ -458,6 +459,25 @@ class _Core(torch.autograd.Function):
         return _gradients(ctx, _backward(grad_out, *ctx.saved_tensors))
 
 
+def ss2d_core_cpp(cpp, x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
+                  dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor,
+                  out_norm_bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """The fused core with its eager forward and backward issued from C++ (``cpp``:
+    ``mmvmamba._C`` set up by :mod:`.host`): the same ATen ops and kernels as ``_Core``, in the
+    same order, for less host time per call. Same contract as :func:`ss2d_core_fused`.
+
+    :func:`ss2d_core_fused`'s eager CUDA path when ``host.CPP_PASSES['ss2d_core']`` is on (off
+    until its GPU tests have run; under Triton's interpreter it matches the Python passes to
+    the bit)."""
+    rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
+    batch, inner, height, width = x.shape
+    length = height * width
+    cfg = scan_config(batch, inner, length)
+    return cpp.ss2d_core(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+                         out_norm_weight, out_norm_bias, float(eps), rank,
+                         [*map(int, cfg), int(_paired(cfg, length))])
+
+
 def ss2d_core_fused(x: Tensor,
                     x_proj_weight: Tensor,
                     dt_projs_weight: Tensor,
@@ -500,4 +520,7 @@ def ss2d_core_fused(x: Tensor,
             out_norm_bias, float(eps))
     if torch.compiler.is_compiling():
         return _core_fwd(*args)[0]
+    cpp = cpp_ops_for('ss2d_core', x)
+    if cpp is not None:
+        return ss2d_core_cpp(cpp, *args)
     return _Core.apply(*args)

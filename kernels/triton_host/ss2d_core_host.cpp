@@ -1,0 +1,326 @@
+// The fused SS2D core's eager forward and backward, issued from C++: the same ATen ops, Triton
+// kernels and arguments, in the same order, as `_forward` and `_backward` in
+// mmvmamba/ops/triton/ss2d_core.py (whose module docstring describes the maps; its Python
+// passes serve Triton's interpreter, torch.compile and launch hooks). The scan's launch shape
+// (`ScanConfig`, SCAN_TUNING) is picked in Python and handed over as ints.
+
+#include <torch/extension.h>
+
+#include <optional>
+#include <vector>
+
+#include "layer_norm_2d_host.h"
+#include "triton_host.h"
+#include "triton_launch.h"
+
+namespace mmvmamba::triton_host {
+namespace {
+
+using at::Tensor;
+
+constexpr int64_t kDirections = 4;
+constexpr int64_t kRowAlign = 16;  // row stride multiple of the scan's maps (ROW_ALIGN)
+constexpr int64_t kPairTile = 16;  // positions per side of a scan-order copy tile
+constexpr int64_t kPairTileElements = 4096;
+constexpr int64_t kCopyTile = 32;  // positions per side of a transpose tile (_TILE)
+
+// `ScanConfig` of ss2d_core.py, in its field order, then `paired` (`_paired`).
+struct ScanConfig {
+  int64_t block_d, block_l, chunks, segments, chunks_per_segment, num_warps, dt_dot, bwd_block_d,
+      bwd_num_warps, rank_block, stages, paired;
+
+  static ScanConfig from(const std::vector<int64_t>& v) {
+    TORCH_CHECK(v.size() == 12, "ss2d_core: the scan config must have 12 fields, got ", v.size());
+    return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]};
+  }
+  std::vector<int64_t> to_vector() const {
+    return {block_d, block_l, chunks, segments, chunks_per_segment, num_warps, dt_dot,
+            bwd_block_d, bwd_num_warps, rank_block, stages, paired};
+  }
+};
+
+int64_t row_stride(int64_t length) { return cdiv(length, kRowAlign) * kRowAlign; }
+
+Tensor valid(const Tensor& row_map, int64_t length) { return row_map.narrow(-1, 0, length); }
+
+// A pair kernel (scan orders / merge orders, transpose.py `_launch_pair_kernel`) over the
+// tiles of the ``(B, D, H, W)`` map ``x``.
+void launch_pair_kernel(const char* kernel, const Tensor& x, const Tensor& src, const Tensor& dst,
+                        const std::vector<int64_t>& strides) {
+  if (x.numel() == 0) return;
+  const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
+  const int64_t tile_h = std::min(kPairTile, next_power_of_2(height));
+  const int64_t tile_w = std::min(kPairTile, next_power_of_2(width));
+  const int64_t tile_d = std::min(next_power_of_2(channels),
+                                  std::max<int64_t>(1, kPairTileElements / (tile_h * tile_w)));
+  std::vector<Arg> args{arg(src), arg(dst), arg(channels), arg(height), arg(width)};
+  for (const int64_t s : strides) args.push_back(arg(s));
+  launch(kernel, {batch * cdiv(channels, tile_d), cdiv(height, tile_h), cdiv(width, tile_w)},
+         args, {{"TD", tile_d}, {"TH", tile_h}, {"TW", tile_w}, {"num_warps", 4}});
+}
+
+// ``x (B, D, H, W)`` written into a new pair ``(B, 2, D, S)`` in both scan orders
+// (`_scan_inputs` / `scan_orders_into`).
+Tensor scan_inputs(const Tensor& x) {
+  const Tensor pair =
+      at::empty({x.size(0), 2, x.size(1), row_stride(x.size(2) * x.size(3))}, x.options());
+  launch_pair_kernel("scan_orders", x, x, pair,
+                     {x.stride(0), x.stride(1), x.stride(2), x.stride(3), pair.stride(0),
+                      pair.stride(1), pair.stride(2)});
+  return pair;
+}
+
+// ``out[b, d, h, w] = pair[b, 0, d, h*W + w] + pair[b, 1, d, w*H + h]`` (`merge_orders_into`).
+Tensor merge_orders_into(const Tensor& pair, const Tensor& out) {
+  launch_pair_kernel("merge_orders", out, pair, out,
+                     {pair.stride(0), pair.stride(1), pair.stride(2), out.stride(0),
+                      out.stride(1), out.stride(2), out.stride(3)});
+  return out;
+}
+
+// The transpose of each ``(cols, rows)`` plane of ``src (P, Q, cols*rows)`` written (or added)
+// into ``dst (P, Q, rows*cols)`` (`transpose_into`).
+void transpose_into(const Tensor& src, const Tensor& dst, int64_t rows, int64_t cols,
+                    bool accumulate) {
+  const int64_t outer = src.size(0), inner = src.size(1);
+  if (outer * inner * rows * cols == 0) return;
+  const int64_t tile_r = std::min(kCopyTile, next_power_of_2(rows));
+  const int64_t tile_c = std::min(kCopyTile, next_power_of_2(cols));
+  launch("copy_tiles", {outer * inner, cdiv(rows, tile_r), cdiv(cols, tile_c)},
+         {arg(src), arg(dst), arg(inner), arg(rows), arg(cols), arg(src.stride(0)),
+          arg(src.stride(1)), arg(int64_t{1}), arg(rows), arg(dst.stride(0)), arg(dst.stride(1)),
+          arg(cols), arg(int64_t{1})},
+         {{"TR", tile_r}, {"TC", tile_c}, {"ACCUMULATE", accumulate, true}, {"num_warps", 4}});
+}
+
+// A ``(4, ...)`` tensor by direction as ``(2, 2, ...)`` by slot (`_slot_order`).
+Tensor slot_order(const Tensor& t) {
+  std::vector<int64_t> shape{2, 2};
+  shape.insert(shape.end(), t.sizes().begin() + 1, t.sizes().end());
+  return t.view(shape).transpose(0, 1);
+}
+
+// A ``(2, 2, ...)`` tensor by slot as a contiguous ``(4, ...)`` by direction
+// (`_direction_order`).
+Tensor direction_order(const Tensor& t) {
+  std::vector<int64_t> shape{kDirections};
+  shape.insert(shape.end(), t.sizes().begin() + 2, t.sizes().end());
+  return t.transpose(0, 1).reshape(shape);
+}
+
+// ``(2B, 2*(R+2), D)`` x-projection weights per (image, scan order) pair (`_pair_weights`).
+Tensor pair_weights(const Tensor& x_proj_weight, int64_t batch, at::ScalarType dtype) {
+  const int64_t rows = x_proj_weight.size(1), inner = x_proj_weight.size(2);
+  const Tensor out =
+      at::empty({batch, 2, 2, rows, inner}, x_proj_weight.options().dtype(dtype));
+  out.copy_(slot_order(x_proj_weight));
+  return out.view({2 * batch, 2 * rows, inner});
+}
+
+// ``(4B, R+2, D)`` transposed dt-projection weights per (image, slot), two zero rows for B and
+// C (`_slot_dt_weights`).
+Tensor slot_dt_weights(const Tensor& dt_projs_weight, int64_t batch, at::ScalarType dtype) {
+  const int64_t inner = dt_projs_weight.size(1), rank = dt_projs_weight.size(2);
+  const Tensor out =
+      at::zeros({batch, 2, 2, rank + 2, inner}, dt_projs_weight.options().dtype(dtype));
+  out.narrow(3, 0, rank).copy_(slot_order(dt_projs_weight).transpose(2, 3));
+  return out.view({4 * batch, rank + 2, inner});
+}
+
+// The compile-time arguments of a scan kernel (`_meta`).
+std::vector<Meta> scan_meta(const ScanConfig& cfg, int64_t rank, bool backward) {
+  return {{"R", rank},
+          {"RP", std::max<int64_t>(16, next_power_of_2(rank))},
+          {"BD", backward ? cfg.bwd_block_d : cfg.block_d},
+          {"BL", cfg.block_l},
+          {"DT_DOT", cfg.dt_dot, true},
+          {"RB", cfg.rank_block},
+          {"NS", cfg.stages},
+          {"num_warps", backward ? cfg.bwd_num_warps : cfg.num_warps}};
+}
+
+// A scan kernel: one paired launch, or the segment-summary launch and the scan (`_launch`).
+void launch_scan(const char* kernel, const ScanConfig& cfg, int64_t batch, int64_t inner,
+                 const std::vector<Arg>& args, std::vector<Meta> meta) {
+  const int64_t channel_blocks = cdiv(inner, meta[2].value);
+  meta.push_back({"SUMMARY", 0, true});
+  meta.push_back({"PAIRED", cfg.paired, true});
+  if (cfg.paired) {
+    launch(kernel, {channel_blocks, batch, 2}, args, meta);
+    return;
+  }
+  const std::array<int64_t, 3> grid{channel_blocks, batch, kDirections * cfg.segments};
+  if (cfg.segments > 1) {
+    meta[meta.size() - 2].value = 1;  // SUMMARY
+    launch(kernel, grid, args, meta);
+    meta[meta.size() - 2].value = 0;
+  }
+  launch(kernel, grid, args, meta);
+}
+
+at::TensorOptions f32(const Tensor& like) { return like.options().dtype(at::kFloat); }
+
+// A map the scan kernels write (paired: every element stored) or add into (zeroed).
+Tensor new_map(at::IntArrayRef size, const at::TensorOptions& options, bool zeroed) {
+  return zeroed ? at::zeros(size, options) : at::empty(size, options);
+}
+
+// A second map of segment summaries like ``seg_decay`` (itself with one segment).
+Tensor segment_scratch(const Tensor& seg_decay, const ScanConfig& cfg) {
+  return cfg.segments > 1 ? at::empty_like(seg_decay) : seg_decay;
+}
+
+// The forward (`_forward`): ``out, proj, y, stats, states, seg_decay``.
+std::vector<Tensor> core_forward(const Tensor& x, const Tensor& x_proj_weight,
+                                 const Tensor& dt_projs_weight, const Tensor& dt_projs_bias,
+                                 const Tensor& A_logs, const Tensor& Ds,
+                                 const Tensor& out_norm_weight, const Tensor& out_norm_bias,
+                                 double eps, int64_t rank, const ScanConfig& cfg) {
+  // The GEMMs run in the map's dtype whatever autocast says (as `autocast_off`).
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  const int64_t batch = x.size(0), inner = x.size(1), height = x.size(2), width = x.size(3);
+  const int64_t length = height * width;
+  const Tensor xs = scan_inputs(x);
+  const int64_t stride = xs.size(3);
+  const Tensor proj = at::bmm(pair_weights(x_proj_weight, batch, x.scalar_type()),
+                              xs.view({2 * batch, inner, stride}))
+                          .view({batch, -1, stride});
+  const Tensor y = new_map({batch, inner, stride}, f32(x), !cfg.paired);
+  const Tensor yt = new_map({batch, inner, stride}, f32(x), !cfg.paired);
+  const Tensor states = at::empty({batch, kDirections, inner, cfg.chunks}, f32(x));
+  const Tensor seg_decay = at::empty({batch, kDirections, cfg.segments, inner}, f32(x));
+  const Tensor seg_state = segment_scratch(seg_decay, cfg);
+  const Tensor wdt = dt_projs_weight.contiguous(), bias = dt_projs_bias.contiguous(),
+               a_logs = A_logs.contiguous(), ds = Ds.contiguous();
+  launch_scan("ss2d_scan_fwd", cfg, batch, inner,
+              {arg(xs), arg(proj), arg(wdt), arg(bias), arg(a_logs), arg(ds), arg(y), arg(yt),
+               arg(states), arg(seg_decay), arg(seg_state), arg(inner), arg(length), arg(stride),
+               arg(cfg.chunks), arg(cfg.segments), arg(cfg.chunks_per_segment)},
+              scan_meta(cfg, rank, /*backward=*/false));
+  const Tensor y_valid = valid(y, length);
+  transpose_into(valid(yt, length), y_valid, height, width, /*accumulate=*/true);
+  const Tensor out = at::empty_like(x);
+  const Tensor stats = ln2d_forward(y_valid, out_norm_weight, out_norm_bias, eps, flat(out));
+  return {out, proj, y, stats, states, seg_decay};
+}
+
+// The backward (`_backward`): gradients of x and the two projection weights, of the dt bias,
+// A_logs and Ds as one ``(3, 4, D)`` fp32 tensor, of the out-norm's weight and bias as ``(2, D)``.
+std::vector<Tensor> core_backward(const Tensor& grad_out, const Tensor& x,
+                                  const Tensor& x_proj_weight, const Tensor& dt_projs_weight,
+                                  const Tensor& dt_projs_bias, const Tensor& A_logs,
+                                  const Tensor& Ds, const Tensor& out_norm_weight,
+                                  const Tensor& proj, const Tensor& y, const Tensor& stats,
+                                  const Tensor& states, const Tensor& seg_decay, int64_t rank,
+                                  const ScanConfig& cfg) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  const int64_t batch = x.size(0), inner = x.size(1), height = x.size(2), width = x.size(3);
+  const int64_t length = height * width;
+  const int64_t rows = rank + 2;
+  // The output gradient through the norm, in both scan orders: (B, 2, D, S).
+  const Tensor grad_ys = at::empty({batch, 2, inner, row_stride(length)}, f32(x));
+  const Tensor grad_valid = valid(grad_ys, length);
+  const Tensor grad_y = grad_valid.select(1, 0), grad_yt = grad_valid.select(1, 1);
+  const Tensor grad_norm =
+      ln2d_backward(flat(dense_2d(grad_out)), valid(y, length), out_norm_weight, stats, grad_y);
+  transpose_into(grad_y, grad_yt, width, height, /*accumulate=*/false);
+  const Tensor xs = scan_inputs(x);
+  const Tensor grad_xs = new_map({batch, 2, inner, row_stride(length)}, f32(x), !cfg.paired);
+  const Tensor grad_proj = at::zeros({batch, kDirections * rows, row_stride(length)}, f32(x));
+  const int64_t stride = grad_proj.size(2);
+  const Tensor grad_z = at::empty({batch, kDirections, inner, stride}, x.options());
+  const Tensor grad_chan = at::empty({3, batch, kDirections, cfg.segments, inner}, f32(x));
+  const Tensor wdt = dt_projs_weight.contiguous(), bias = dt_projs_bias.contiguous(),
+               a_logs = A_logs.contiguous(), ds = Ds.contiguous();
+  const Tensor seg_carry = segment_scratch(seg_decay, cfg);
+  launch_scan("ss2d_scan_bwd", cfg, batch, inner,
+              {arg(xs), arg(proj), arg(wdt), arg(bias), arg(a_logs), arg(ds), arg(grad_ys),
+               arg(states), arg(seg_decay), arg(seg_carry), arg(grad_xs), arg(grad_z),
+               arg(grad_proj), arg(grad_chan), arg(inner), arg(length), arg(stride),
+               arg(cfg.chunks), arg(cfg.segments), arg(cfg.chunks_per_segment)},
+              scan_meta(cfg, rank, /*backward=*/true));
+  // The dt projection's input and weight gradients (see `_backward`).
+  const int64_t slots = kDirections * batch;
+  grad_proj.view({slots, rows, stride})
+      .add_(at::bmm(slot_dt_weights(dt_projs_weight, batch, x.scalar_type()),
+                    grad_z.view({slots, inner, stride})));
+  const Tensor proj_t = valid(proj.view({batch, kDirections, rows, stride}), length).transpose(2, 3);
+  const Tensor grad_wdt = at::matmul(valid(grad_z, length), proj_t)
+                              .sum({0}, false, at::kFloat)
+                              .narrow(2, 0, rank);
+  // The x projection, from both scan orders at once, added in place.
+  const int64_t pairs = 2 * batch;
+  grad_xs.view({pairs, inner, stride})
+      .baddbmm_(pair_weights(x_proj_weight, batch, at::kFloat).transpose(1, 2),
+                grad_proj.view({pairs, -1, stride}));
+  const Tensor grad_x = merge_orders_into(grad_xs, at::empty_like(x));
+  const Tensor grad_w_slots =
+      at::matmul(valid(grad_proj.view({batch, 2, -1, stride}), length).to(x.scalar_type()),
+                 valid(xs, length).transpose(2, 3))
+          .sum({0}, false, at::kFloat);
+  return {grad_x,
+          direction_order(grad_w_slots.view({2, 2, rows, inner})).to(x_proj_weight.scalar_type()),
+          direction_order(grad_wdt.view({2, 2, inner, rank})).to(dt_projs_weight.scalar_type()),
+          grad_chan.sum({1, 3}), grad_norm};
+}
+
+// The eager autograd of the fused core (as `_Core` in ss2d_core.py).
+struct Core : public torch::autograd::Function<Core> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x,
+                        const Tensor& x_proj_weight, const Tensor& dt_projs_weight,
+                        const Tensor& dt_projs_bias, const Tensor& A_logs, const Tensor& Ds,
+                        const Tensor& out_norm_weight, const Tensor& out_norm_bias, double eps,
+                        int64_t rank, const std::vector<int64_t>& config) {
+    const ScanConfig cfg = ScanConfig::from(config);
+    const auto outputs = core_forward(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs,
+                                      Ds, out_norm_weight, out_norm_bias, eps, rank, cfg);
+    ctx->save_for_backward({x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+                            out_norm_weight, outputs[1], outputs[2], outputs[3], outputs[4],
+                            outputs[5]});
+    ctx->saved_data["rank"] = rank;
+    ctx->saved_data["config"] = config;
+    std::vector<Tensor> vectors{dt_projs_bias, A_logs, Ds, out_norm_weight, out_norm_bias};
+    for (size_t k = 0; k < vectors.size(); ++k) {
+      ctx->saved_data["shape" + std::to_string(k)] = vectors[k].sizes().vec();
+      ctx->saved_data["dtype" + std::to_string(k)] = vectors[k].scalar_type();
+    }
+    return outputs[0];
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const ScanConfig cfg = ScanConfig::from(ctx->saved_data["config"].toIntVector());
+    const auto g = core_backward(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8],
+                                 s[9], s[10], s[11], ctx->saved_data["rank"].toInt(), cfg);
+    // The (3, 4, D) and (2, D) fp32 sums as each vector parameter's gradient (`_gradients`).
+    const std::vector<Tensor> vectors{g[3][0], g[3][1], g[3][2], g[4][0], g[4][1]};
+    torch::autograd::variable_list result{g[0], g[1], g[2]};
+    for (size_t k = 0; k < vectors.size(); ++k) {
+      result.push_back(vectors[k]
+                           .view(ctx->saved_data["shape" + std::to_string(k)].toIntVector())
+                           .to(ctx->saved_data["dtype" + std::to_string(k)].toScalarType()));
+    }
+    result.resize(11);  // eps, rank, config: no gradient
+    return result;
+  }
+};
+
+}  // namespace
+
+void register_ss2d_core(pybind11::module_& m) {
+  namespace py = pybind11;
+  m.def(
+      "ss2d_core",
+      [](const Tensor& x, const Tensor& x_proj_weight, const Tensor& dt_projs_weight,
+         const Tensor& dt_projs_bias, const Tensor& A_logs, const Tensor& Ds,
+         const Tensor& out_norm_weight, const Tensor& out_norm_bias, double eps, int64_t rank,
+         const std::vector<int64_t>& config) {
+        return Core::apply(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+                           out_norm_weight, out_norm_bias, eps, rank, config);
+      },
+      "The fused SS2D core with autograd, issued from C++: the arguments of ss2d_core_fused "
+      "(validated by it), the dt rank and the scan config (ScanConfig fields, then paired).");
+}
+
+}  // namespace mmvmamba::triton_host
