@@ -77,13 +77,41 @@ def relative_errors(case, norm_fn, device='cpu', seed=0):
     return errors
 
 
+# Interpreter cases the C++ passes also run.
+CPP_CASES = ('odd_channels', 'no_affine', 'channels_last_bf16_padded', 'strided_view')
+
+
+def outputs_and_grads(case, norm_fn, seed=3):
+    """``norm_fn``'s output and the gradients of x and the affine parameters for one case."""
+    batch, channels, height, width, affine, dtype_name, layout = case
+    gen = torch.Generator().manual_seed(seed)
+    x = in_layout(torch.randn(batch, channels, height, width, generator=gen).to(DTYPES[dtype_name]),
+                  layout)
+    params = [torch.randn(channels, generator=gen).requires_grad_(True) if affine else None
+              for _ in range(2)]
+    x.requires_grad_(True)
+    out = norm_fn(x, *params, 1e-5)
+    grad = in_layout(torch.randn(out.shape, generator=gen).to(out.dtype), layout)
+    return [out, *torch.autograd.grad(out, [x, *(p for p in params if p is not None)], grad)]
+
+
 def _interpreter_worker():
     assert os.environ.get('TRITON_INTERPRET') == '1'
     from mmvmamba.ops.triton.layer_norm_2d import layer_norm_2d
 
     results = {name: relative_errors(case, layer_norm_2d, seed=i)
                for i, (name, case) in enumerate(INTERPRETER_CASES.items())}
-    print('RESULTS ' + json.dumps(results))  # noqa: T201 (read by the parent test)
+    # The C++ passes (mmvmamba._C.layer_norm_2d) against the Python ones, to the bit.
+    from mmvmamba.ops.triton import host
+    from mmvmamba.ops.triton.layer_norm_2d import _LayerNorm2d
+
+    cpp = host.interpreted_cpp_ops()
+    cpp_equal = {}
+    for name in CPP_CASES:
+        runs = [outputs_and_grads(INTERPRETER_CASES[name], fn)
+                for fn in (cpp.layer_norm_2d, _LayerNorm2d.apply)]
+        cpp_equal[name] = [torch.equal(a, b) and a.stride() == b.stride() for a, b in zip(*runs)]
+    print('RESULTS ' + json.dumps(dict(cases=results, cpp_equal=cpp_equal)))  # noqa: T201 (read by the parent test)
 
 
 def _check(errors, dtype_name):
@@ -97,7 +125,14 @@ def interpreted_results():
 
 @pytest.mark.parametrize('name', list(INTERPRETER_CASES))
 def test_layer_norm_2d_matches_reference_interpreted(interpreted_results, name):
-    _check(interpreted_results[name], INTERPRETER_CASES[name][5])
+    _check(interpreted_results['cases'][name], INTERPRETER_CASES[name][5])
+
+
+@pytest.mark.parametrize('name', CPP_CASES)
+def test_cpp_passes_equal_python_passes_interpreted(interpreted_results, name):
+    """The C++ forward and backward give the Python passes' output and gradients to the bit."""
+    equal = interpreted_results['cpp_equal'][name]
+    assert len(equal) == (4 if INTERPRETER_CASES[name][4] else 2) and all(equal), equal
 
 
 def test_layer_norm_2d_rejects_non_4d():
