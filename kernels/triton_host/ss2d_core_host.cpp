@@ -9,8 +9,9 @@
 #include <optional>
 #include <vector>
 
+#include "ss2d_core_host.h"
+
 #include "layer_norm_2d_host.h"
-#include "triton_host.h"
 #include "triton_launch.h"
 
 namespace mmvmamba::triton_host {
@@ -32,10 +33,6 @@ struct ScanConfig {
   static ScanConfig from(const std::vector<int64_t>& v) {
     TORCH_CHECK(v.size() == 12, "ss2d_core: the scan config must have 12 fields, got ", v.size());
     return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]};
-  }
-  std::vector<int64_t> to_vector() const {
-    return {block_d, block_l, chunks, segments, chunks_per_segment, num_warps, dt_dot,
-            bwd_block_d, bwd_num_warps, rank_block, stages, paired};
   }
 };
 

@@ -5,6 +5,7 @@
 #include "triton_host.h"
 
 #include "layer_norm_2d_host.h"
+#include "ss2d_core_host.h"
 #include "triton_launch.h"
 
 namespace mmvmamba::triton_host {

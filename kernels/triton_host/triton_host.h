@@ -9,7 +9,4 @@ namespace mmvmamba::triton_host {
 // Adds the launcher's set-up, `layer_norm_2d` and `ss2d_core` to the extension module.
 void register_functions(pybind11::module_& m);
 
-// Adds `ss2d_core` (ss2d_core_host.cpp).
-void register_ss2d_core(pybind11::module_& m);
-
 }  // namespace mmvmamba::triton_host

@@ -192,29 +192,29 @@ def parse_tunings(spec: str) -> list[dict]:
     return tunings
 
 
-def apply_scan_tuning(spec: str) -> dict:
-    """Set ``SCAN_TUNING`` knobs from ``'key=int,...'`` (e.g. ``rank_block=8``); return the
-    tuning in force. An unknown knob is an error, not a silent no-op."""
-    from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING
-
+def set_knobs(table: dict, spec: str, flag: str, convert) -> dict:
+    """Set entries of ``table`` from ``'key=value,...'`` (``convert``-ed); an unknown key is an
+    error, not a silent no-op. Returns a copy of the table in force."""
     for item in filter(None, spec.split(',')):
         key, _, value = item.partition('=')
-        if key not in SCAN_TUNING:
-            raise SystemExit(f'--scan-tuning: unknown knob {key!r}; knobs: {sorted(SCAN_TUNING)}')
-        SCAN_TUNING[key] = int(value)
-    return dict(SCAN_TUNING)
+        if key not in table:
+            raise SystemExit(f'{flag}: unknown key {key!r}; keys: {sorted(table)}')
+        table[key] = convert(value)
+    return dict(table)
+
+
+def apply_scan_tuning(spec: str) -> dict:
+    """Set ``SCAN_TUNING`` knobs from ``'key=int,...'`` (e.g. ``rank_block=8``)."""
+    from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING
+
+    return set_knobs(SCAN_TUNING, spec, '--scan-tuning', int)
 
 
 def apply_cpp_passes(spec: str) -> dict:
-    """Set ``host.CPP_PASSES`` from ``'op=0|1,...'`` (e.g. ``ss2d_core=1``); return them."""
+    """Set ``host.CPP_PASSES`` from ``'op=0|1,...'`` (e.g. ``ss2d_core=1``)."""
     from mmvmamba.ops.triton.host import CPP_PASSES
 
-    for item in filter(None, spec.split(',')):
-        op, _, value = item.partition('=')
-        if op not in CPP_PASSES:
-            raise SystemExit(f'--cpp-passes: unknown op {op!r}; ops: {sorted(CPP_PASSES)}')
-        CPP_PASSES[op] = bool(int(value))
-    return dict(CPP_PASSES)
+    return set_knobs(CPP_PASSES, spec, '--cpp-passes', lambda value: bool(int(value)))
 
 
 def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,

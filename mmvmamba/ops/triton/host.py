@@ -2,14 +2,16 @@
 
 The eager training step at batch 128 is bound by the host's time to issue it, and each
 Python-level torch call, ``autograd.Function`` and Triton launch costs tens of microseconds of
-it. The extension's CUDA build therefore carries whole eager passes in C++ (first: the
-channel-first LayerNorm, :func:`mmvmamba.ops.triton.layer_norm_2d.layer_norm_2d`), whose ATen
-ops are issued from C++ and whose Triton kernels are launched with ``cuLaunchKernel`` by handle.
+it. The extension therefore carries whole eager passes in C++ (the channel-first LayerNorm and
+the fused SS2D core; :data:`CPP_PASSES` says which are used), whose ATen ops are issued from
+C++ and whose Triton kernels are launched with ``cuLaunchKernel`` by handle.
 
 The first launch of each specialisation comes back here (:func:`_resolve`): it launches through
-Triton, which compiles the kernel if needed, and hands the compiled kernel's handle to C++.
-Triton's interpreter (CPU tensors), ``torch.compile`` tracing and Triton launch hooks (e.g. the
-proton profiler) use the Python passes instead; ``MMVMAMBA_TRITON_HOST=0`` forces them.
+Triton, which compiles the kernel if needed, and hands the compiled kernel's handle to C++. In
+the models, CPU tensors (Triton's interpreter), ``torch.compile`` tracing and Triton launch hooks
+(e.g. the proton profiler) use the Python passes; ``MMVMAMBA_TRITON_HOST=0`` forces them. Tests
+run the C++ passes on CPU tensors too (:func:`interpreted_cpp_ops`): every launch then comes
+back here, to Triton's interpreter.
 """
 from __future__ import annotations
 
