@@ -20,7 +20,9 @@ from tool_helpers import REPO, run, tool_env
 # of the input gradient. The block adds its two LayerNorms.
 LAUNCHES = {
     'ss2d_core': (4, 5),
+    'ss2d_core (C++)': (4, 5),
     'layer_norm_2d': (1, 1),
+    'layer_norm_2d (C++)': (1, 1),
     'VSS block (training)': (6, 7),
 }
 
@@ -33,4 +35,10 @@ def test_count_host_ops_reports_every_part_with_the_pinned_launches(tmp_path):
         fwd, bwd = counts[f'{part} forward'], counts[f'{part} backward']
         assert (fwd['launches'], bwd['launches']) == (forward, backward), part
         for row in (fwd, bwd):
-            assert row['torch calls'] > 0 and row['aten ops'] > 0, (part, row)
+            assert row['aten ops'] > 0, (part, row)
+            if part.endswith('(C++)'):
+                # Issued from C++: the Python-level calls left are those of the call itself and
+                # of the test's backward() (6 with torch 2.14), against 11-99 in Python.
+                assert row.get('torch calls', 0) <= 8, (part, row)
+            else:
+                assert row['torch calls'] > 0, (part, row)

@@ -1,5 +1,6 @@
-"""Count what the host issues per call of the fused SS2D core, the Triton LayerNorm and a VSS
-block: Python-level torch calls, dispatched ATen ops and Triton launches.
+"""Count what the host issues per call of the fused SS2D core, the Triton LayerNorm (each in its
+Python and its C++ passes) and a VSS block: Python-level torch calls, dispatched ATen ops and
+Triton launches.
 
 The eager training step of VMamba at batch 128 is bound by the host's time to issue it
 (docs/benchmarks.md), and that time grows with these counts. The kernels run under Triton's CPU
@@ -132,14 +133,31 @@ def count_core() -> dict:
     return count_pass(lambda: ss2d_core_fused(*leaves), 'ss2d_core')
 
 
+def count_core_cpp() -> dict:
+    """The fused core's C++ passes (``ss2d_core_cpp``): the same ATen ops and launches, issued
+    from C++ (the launches come back to Python only under the interpreter, as here)."""
+    from mmvmamba.ops.triton import host
+    from mmvmamba.ops.triton.ss2d_core import ss2d_core_cpp
+
+    cpp = host.interpreted_cpp_ops()
+    x, params = _core_inputs()
+    leaves = [x.requires_grad_(True)] + [p.requires_grad_(True) for p in params]
+    ss2d_core_cpp(cpp, *leaves).sum().backward()
+    return count_pass(lambda: ss2d_core_cpp(cpp, *leaves), 'ss2d_core (C++)')
+
+
 def count_layer_norm() -> dict:
+    from mmvmamba.ops.triton import host
     from mmvmamba.ops.triton.layer_norm_2d import layer_norm_2d
 
     x = torch.randn(2, 8, 5, 6).contiguous(memory_format=torch.channels_last)
     w, b = torch.ones(8, requires_grad=True), torch.zeros(8, requires_grad=True)
     x.requires_grad_(True)
     layer_norm_2d(x, w, b).sum().backward()
-    return count_pass(lambda: layer_norm_2d(x, w, b), 'layer_norm_2d')
+    counts = count_pass(lambda: layer_norm_2d(x, w, b), 'layer_norm_2d')
+    cpp = host.interpreted_cpp_ops()
+    counts.update(count_pass(lambda: cpp.layer_norm_2d(x, w, b, 1e-5), 'layer_norm_2d (C++)'))
+    return counts
 
 
 def count_block() -> dict:
@@ -180,7 +198,7 @@ def main() -> None:
     args = parser.parse_args()
     _patch_launches()
     results = {}
-    for part in (count_core, count_layer_norm, count_block):
+    for part in (count_core, count_core_cpp, count_layer_norm, count_block):
         results.update(part())
     if args.json:
         summary = {name: {k: v for k, v in row.items() if k in KEYS}
