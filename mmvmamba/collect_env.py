@@ -1,8 +1,8 @@
 """Print the environment mmvmamba runs in: ``python -m mmvmamba.collect_env``.
 
-Lists Python, torch and CUDA, the OpenMMLab packages, and for the selective-scan op which
-backends are available on each device, the path of the loaded ``mmvmamba._C`` library and the
-CUDA architectures it was built for.
+Lists Python, torch and CUDA, the OpenMMLab packages, and for the ops which backends are
+available on each device, the path of the loaded ``mmvmamba._C`` library, the CUDA
+architectures it was built for and which Triton ops issue their eager CUDA passes from C++.
 """
 # ruff: noqa: T201  (a command-line report: it prints)
 import importlib
@@ -47,6 +47,7 @@ def _op_rows() -> List[Tuple[str, str]]:
         rows.append(('mmvmamba._C library', compiled.library_path()))
         archs = compiled.built_cuda_archs()
         rows.append(('mmvmamba._C CUDA archs', archs or 'none (CPU-only build)'))
+        rows.append(('Triton ops\' eager CUDA passes', _cpp_passes_text(compiled.load())))
     except ImportError as exc:
         rows.append(('mmvmamba._C library', f'MISSING: {exc}'))
     devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
@@ -57,6 +58,20 @@ def _op_rows() -> List[Tuple[str, str]]:
                              for name, (ok, reason) in status.items())
             rows.append((f'{op} backends on {device}', text))
     return rows
+
+
+def _cpp_passes_text(module) -> str:
+    """Which Triton ops issue their eager CUDA passes from C++ (mmvmamba.ops.triton.host)."""
+    import os
+
+    from mmvmamba.ops.triton import host
+
+    if not hasattr(module, 'triton_host_set_launcher'):
+        return 'Python (mmvmamba._C was built without CUDA)'
+    if os.environ.get(host.ENV, '1') == '0':
+        return f'Python ({host.ENV}=0)'
+    ops = [op for op, on in host.CPP_PASSES.items() if on]
+    return f'C++ for {", ".join(ops) or "none"}, Python for the rest'
 
 
 def main() -> None:

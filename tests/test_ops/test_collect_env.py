@@ -12,6 +12,11 @@ def test_collect_env_reports_op_build():
     assert rows['mmvmamba._C CUDA archs'] == (compiled.built_cuda_archs()
                                               or 'none (CPU-only build)')
     assert 'compiled' in rows['selective_scan backends on cpu']
+    cpp_passes = rows["Triton ops' eager CUDA passes"]
+    if compiled.built_cuda_archs():
+        assert cpp_passes.startswith(('C++ for layer_norm_2d', 'Python (MMVMAMBA_TRITON_HOST=0)'))
+    else:
+        assert cpp_passes == 'Python (mmvmamba._C was built without CUDA)'
     for name in ('PyTorch', 'mmengine', 'mmcv', 'mmdet', 'mmsegmentation'):
         assert rows[name]
 
