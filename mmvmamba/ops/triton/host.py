@@ -102,7 +102,13 @@ def cpp_ops():
             'passes from Python, which costs more host time per step; rebuild with '
             f'MMVMAMBA_CUDA_ARCH_LIST set (e.g. 9.0): {compiled.BUILD_HINT}')
         return None
-    launch_kernel = ctypes.CDLL('libcuda.so.1').cuLaunchKernel
+    try:
+        launch_kernel = ctypes.CDLL('libcuda.so.1').cuLaunchKernel
+    except (OSError, AttributeError) as exc:
+        _logger().warning(f'mmvmamba: Triton ops issue their eager passes from Python, which '
+                          f'costs more host time per step: the CUDA driver library has no '
+                          f'usable cuLaunchKernel ({exc})')
+        return None
     module.triton_host_set_launcher(ctypes.cast(launch_kernel, ctypes.c_void_p).value)
     module.triton_host_set_resolver(_resolve)
     return module
