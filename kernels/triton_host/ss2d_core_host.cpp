@@ -318,6 +318,30 @@ void register_ss2d_core(pybind11::module_& m) {
       },
       "The fused SS2D core with autograd, issued from C++: the arguments of ss2d_core_fused "
       "(validated by it), the dt rank and the scan config (ScanConfig fields, then paired).");
+  m.def(
+      "ss2d_core_forward",
+      [](const Tensor& x, const Tensor& x_proj_weight, const Tensor& dt_projs_weight,
+         const Tensor& dt_projs_bias, const Tensor& A_logs, const Tensor& Ds,
+         const Tensor& out_norm_weight, const Tensor& out_norm_bias, double eps, int64_t rank,
+         const std::vector<int64_t>& config) {
+        return core_forward(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+                            out_norm_weight, out_norm_bias, eps, rank, ScanConfig::from(config));
+      },
+      "The fused core's forward without autograd (for the torch.compile custom op): "
+      "[out, proj, y, stats, states, seg_decay], as ss2d_core.py `_forward`.");
+  m.def(
+      "ss2d_core_backward",
+      [](const Tensor& grad_out, const Tensor& x, const Tensor& x_proj_weight,
+         const Tensor& dt_projs_weight, const Tensor& dt_projs_bias, const Tensor& A_logs,
+         const Tensor& Ds, const Tensor& out_norm_weight, const Tensor& proj, const Tensor& y,
+         const Tensor& stats, const Tensor& states, const Tensor& seg_decay, int64_t rank,
+         const std::vector<int64_t>& config) {
+        return core_backward(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs,
+                             Ds, out_norm_weight, proj, y, stats, states, seg_decay, rank,
+                             ScanConfig::from(config));
+      },
+      "The fused core's backward without autograd (for the torch.compile custom op), as "
+      "ss2d_core.py `_backward`.");
 }
 
 }  // namespace mmvmamba::triton_host

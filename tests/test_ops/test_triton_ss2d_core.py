@@ -193,8 +193,44 @@ def _interpreter_worker():
         runs = [outputs_and_grads(case[:-1], fn, seed=11, channels_last=name.startswith('chan'))
                 for fn in (lambda *a: ss2d_core_cpp(cpp, *a), lambda *a: _Core.apply(*a, 1e-5))]
         cpp_equal[name] = [torch.equal(a, b) and a.stride() == b.stride() for a, b in zip(*runs)]
+    # The custom ops' C++ implementations (forward and backward without autograd): every
+    # output, the saved maps included, against the Python passes.
+    for name in ('three_chunks_three_segments', 'channels_last_bf16_paired'):
+        case = INTERPRETER_CASES[name]
+        SCAN_TUNING.clear()
+        SCAN_TUNING.update(defaults, **TUNINGS[case[-1]])
+        cpp_equal[f'{name} (no autograd)'] = _plain_passes_equal(cpp, case[:-1],
+                                                                 name.startswith('chan'))
     print('RESULTS ' + json.dumps(dict(cases=results, custom_op=custom_op,  # noqa: T201 (read by the parent test)
                                        cpp_equal=cpp_equal)))
+
+
+def _plain_passes_equal(cpp, case, channels_last):
+    """``cpp.ss2d_core_forward`` / ``_backward`` against ``_forward`` / ``_backward``: one flag
+    per output (6 forward, 5 backward), equal to the bit with the same strides. Memory no
+    kernel writes is left out: the padding columns of ``proj`` and ``y`` (rows padded to 16)
+    and, with one segment, the segment summaries."""
+    from mmvmamba.ops.triton.ss2d_core import _backward, _cpp_config, _forward
+
+    batch, inner, height, width, rank, dtype_name = case
+    x, params = make_core_inputs(batch, inner, height, width, rank, seed=5)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = x.to(DTYPES[dtype_name]).contiguous(memory_format=fmt)
+    p = list(params.values())
+    config = _cpp_config(x, p[0], p[1], p[3])
+    forward = [_forward(x, *p, 1e-5), cpp.ss2d_core_forward(x, *p, 1e-5, *config)]
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(6)).to(x.dtype)
+    backward = [fn(grad, x, *p[:-1], *saved[1:], *extra) for fn, saved, extra in (
+        (_backward, forward[0], ()), (cpp.ss2d_core_backward, forward[1], config))]
+    segments = config[1][3]
+
+    def written(outputs):
+        out, proj, y, stats, states, seg_decay = outputs
+        return [out, proj[..., :height * width], y[..., :height * width], stats, states,
+                seg_decay if segments > 1 else seg_decay.new_zeros(())]
+
+    return [torch.equal(a, b) and a.stride() == b.stride()
+            for a, b in [*zip(*map(written, forward)), *zip(*backward)]]
 
 
 def _check(errors, dtype_name):
@@ -223,6 +259,14 @@ def test_cpp_passes_equal_python_passes_interpreted(interpreted_results, name):
     equal = interpreted_results['cpp_equal'][name]
     assert len(equal) == 1 + len(GRAD_NAMES) and all(equal), dict(
         zip(('out', *GRAD_NAMES), equal))
+
+
+@pytest.mark.parametrize('name', ['three_chunks_three_segments', 'channels_last_bf16_paired'])
+def test_cpp_custom_op_passes_equal_python_passes_interpreted(interpreted_results, name):
+    """What the torch.compile custom ops run with ``CPP_PASSES['ss2d_core']`` on: the C++
+    forward's six outputs (the saved maps included) and the backward's five, to the bit."""
+    equal = interpreted_results['cpp_equal'][f'{name} (no autograd)']
+    assert len(equal) == 11 and all(equal), equal
 
 
 def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
@@ -353,9 +397,14 @@ def test_fused_core_fresh_inputs_and_poisoned_memory(gpu_tuning):
 
 
 @pytest.mark.gpu
-def test_fused_core_compiles_fullgraph():
+@pytest.mark.parametrize('cpp_passes', [False, True])
+def test_fused_core_compiles_fullgraph(cpp_passes, monkeypatch):
+    """Compiled against eager, with the custom ops (and eager mode) running the Python passes
+    or the C++ ones."""
     from mmvmamba import ops
+    from mmvmamba.ops.triton import host
 
+    monkeypatch.setitem(host.CPP_PASSES, 'ss2d_core', cpp_passes)
     x, params = make_core_inputs(2, 48, 14, 14, 3, device='cuda')
     x.requires_grad_(True)
 

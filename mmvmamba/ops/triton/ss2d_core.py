@@ -307,8 +307,13 @@ def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs
 def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
               A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor, out_norm_bias: Tensor,
               eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _forward(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
-                    out_norm_weight, out_norm_bias, eps)
+    args = (x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
+            out_norm_bias, eps)
+    cpp = cpp_ops_for('ss2d_core', x)
+    if cpp is not None:
+        return tuple(cpp.ss2d_core_forward(*args, *_cpp_config(x, x_proj_weight,
+                                                                 dt_projs_weight, A_logs)))
+    return _forward(*args)
 
 
 @_core_fwd.register_fake
@@ -399,8 +404,13 @@ def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
               proj: Tensor, y: Tensor, stats: Tensor, states: Tensor,
               seg_decay: Tensor
               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _backward(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
-                     out_norm_weight, proj, y, stats, states, seg_decay)
+    args = (grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+            out_norm_weight, proj, y, stats, states, seg_decay)
+    cpp = cpp_ops_for('ss2d_core', x)
+    if cpp is not None:
+        return tuple(cpp.ss2d_core_backward(*args, *_cpp_config(x, x_proj_weight,
+                                                                  dt_projs_weight, A_logs)))
+    return _backward(*args)
 
 
 @_core_bwd.register_fake
@@ -469,13 +479,20 @@ def ss2d_core_cpp(cpp, x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor
     :func:`ss2d_core_fused`'s eager CUDA path when ``host.CPP_PASSES['ss2d_core']`` is on (off
     until its GPU tests have run; under Triton's interpreter it matches the Python passes to
     the bit)."""
+    return cpp.ss2d_core(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+                         out_norm_weight, out_norm_bias, float(eps),
+                         *_cpp_config(x, x_proj_weight, dt_projs_weight, A_logs))
+
+
+def _cpp_config(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
+                A_logs: Tensor) -> tuple[int, list[int]]:
+    """The C++ passes' last two arguments: the dt rank (shapes validated) and the scan config
+    as ints (the :class:`ScanConfig` fields, then whether the scan is paired)."""
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
     batch, inner, height, width = x.shape
     length = height * width
     cfg = scan_config(batch, inner, length)
-    return cpp.ss2d_core(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
-                         out_norm_weight, out_norm_bias, float(eps), rank,
-                         [*map(int, cfg), int(_paired(cfg, length))])
+    return rank, [*map(int, cfg), int(_paired(cfg, length))]
 
 
 def ss2d_core_fused(x: Tensor,
