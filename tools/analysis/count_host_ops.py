@@ -22,6 +22,7 @@ import os
 os.environ['TRITON_INTERPRET'] = '1'  # before triton is imported
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 from collections import Counter  # noqa: E402
@@ -125,25 +126,20 @@ def _core_inputs(batch=2, inner=8, height=5, width=6, rank=2):
 
 
 def count_core() -> dict:
-    from mmvmamba.ops.triton.ss2d_core import ss2d_core_fused
-
-    x, params = _core_inputs()
-    leaves = [x.requires_grad_(True)] + [p.requires_grad_(True) for p in params]
-    ss2d_core_fused(*leaves).sum().backward()  # warm the kernels and caches
-    return count_pass(lambda: ss2d_core_fused(*leaves), 'ss2d_core')
-
-
-def count_core_cpp() -> dict:
-    """The fused core's C++ passes (``ss2d_core_cpp``): the same ATen ops and launches, issued
-    from C++ (the launches come back to Python only under the interpreter, as here)."""
+    """The fused core's Python passes and its C++ ones (``ss2d_core_cpp``: the same ATen ops and
+    launches, issued from C++; the launches come back to Python only under the interpreter)."""
     from mmvmamba.ops.triton import host
-    from mmvmamba.ops.triton.ss2d_core import ss2d_core_cpp
+    from mmvmamba.ops.triton.ss2d_core import ss2d_core_cpp, ss2d_core_fused
 
-    cpp = host.interpreted_cpp_ops()
     x, params = _core_inputs()
     leaves = [x.requires_grad_(True)] + [p.requires_grad_(True) for p in params]
-    ss2d_core_cpp(cpp, *leaves).sum().backward()
-    return count_pass(lambda: ss2d_core_cpp(cpp, *leaves), 'ss2d_core (C++)')
+    cpp = host.interpreted_cpp_ops()
+    counts = {}
+    for part, core in (('ss2d_core', ss2d_core_fused),
+                       ('ss2d_core (C++)', functools.partial(ss2d_core_cpp, cpp))):
+        core(*leaves).sum().backward()  # warm the kernels and caches
+        counts.update(count_pass(lambda core=core: core(*leaves), part))
+    return counts
 
 
 def count_layer_norm() -> dict:
@@ -198,7 +194,7 @@ def main() -> None:
     args = parser.parse_args()
     _patch_launches()
     results = {}
-    for part in (count_core, count_core_cpp, count_layer_norm, count_block):
+    for part in (count_core, count_layer_norm, count_block):
         results.update(part())
     if args.json:
         summary = {name: {k: v for k, v in row.items() if k in KEYS}
