@@ -47,7 +47,7 @@ def _op_rows() -> List[Tuple[str, str]]:
         rows.append(('mmvmamba._C library', compiled.library_path()))
         archs = compiled.built_cuda_archs()
         rows.append(('mmvmamba._C CUDA archs', archs or 'none (CPU-only build)'))
-        rows.append(('Triton ops\' eager CUDA passes', _cpp_passes_text(compiled.load())))
+        rows.append(('Triton ops\' eager CUDA passes', _cpp_passes_text()))
     except ImportError as exc:
         rows.append(('mmvmamba._C library', f'MISSING: {exc}'))
     devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
@@ -60,16 +60,13 @@ def _op_rows() -> List[Tuple[str, str]]:
     return rows
 
 
-def _cpp_passes_text(module) -> str:
+def _cpp_passes_text() -> str:
     """Which Triton ops issue their eager CUDA passes from C++ (mmvmamba.ops.triton.host)."""
-    import os
-
     from mmvmamba.ops.triton import host
 
-    if not hasattr(module, 'triton_host_set_launcher'):
-        return 'Python (mmvmamba._C was built without CUDA)'
-    if os.environ.get(host.ENV, '1') == '0':
-        return f'Python ({host.ENV}=0)'
+    why = host.why_python_passes()
+    if why is not None:
+        return f'Python ({why[0]})'
     ops = [op for op, on in host.CPP_PASSES.items() if on]
     return f'C++ for {", ".join(ops) or "none"}, Python for the rest'
 

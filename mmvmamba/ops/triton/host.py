@@ -27,7 +27,7 @@ from .layer_norm_2d_kernels import layer_norm_2d_bwd_kernel, layer_norm_2d_fwd_k
 from .ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
 from .transpose import _copy_tiles_kernel, _merge_orders_kernel, _scan_orders_kernel
 
-__all__ = ['CPP_PASSES', 'cpp_ops', 'cpp_ops_for', 'interpreted_cpp_ops']
+__all__ = ['CPP_PASSES', 'cpp_ops', 'cpp_ops_for', 'interpreted_cpp_ops', 'why_python_passes']
 
 #: Which Triton ops issue their CUDA passes from C++ (tests and benchmarks may change it): in
 #: eager mode, and for ``ss2d_core`` also inside its torch.compile custom ops. ``ss2d_core``
@@ -82,27 +82,40 @@ def cpp_ops_for(op: str, x: Tensor):
     return cpp_ops()
 
 
+def why_python_passes() -> tuple[str, str] | None:
+    """Why the Triton ops cannot issue their CUDA passes from C++ here, as ``(reason, fix)``;
+    None when they can (short of the driver check in :func:`cpp_ops`)."""
+    from .. import compiled
+
+    if os.environ.get(ENV, '1') == '0':
+        return f'{ENV}=0', ''
+    try:
+        module = compiled.load()
+    except ImportError as exc:
+        return str(exc), ''
+    if not hasattr(module, 'triton_host_set_launcher'):
+        return ('mmvmamba._C was built without CUDA', 'rebuild with MMVMAMBA_CUDA_ARCH_LIST '
+                f'set (e.g. 9.0): {compiled.BUILD_HINT}')
+    return None
+
+
 @functools.cache
 def cpp_ops():
     """``mmvmamba._C`` set up to launch Triton kernels, or None, with the reason logged once
     (then every Triton op runs its Python passes: more host time per step)."""
     from .. import compiled
 
-    if os.environ.get(ENV, '1') == '0':
-        _logger().info(f'mmvmamba: {ENV}=0: Triton ops issue their eager passes from Python')
+    why = why_python_passes()
+    if why is not None:
+        reason, fix = why
+        if reason == f'{ENV}=0':
+            _logger().info(f'mmvmamba: {ENV}=0: Triton ops issue their eager passes from Python')
+        else:
+            _logger().warning(f'mmvmamba: {reason}, so Triton ops issue their eager passes from '
+                              f'Python, which costs more host time per step'
+                              f'{"; " + fix if fix else ""}')
         return None
-    try:
-        module = compiled.load()
-    except ImportError as exc:
-        _logger().warning(f'mmvmamba: Triton ops issue their eager passes from Python, which '
-                          f'costs more host time per step: {exc}')
-        return None
-    if not hasattr(module, 'triton_host_set_launcher'):
-        _logger().warning(
-            'mmvmamba: mmvmamba._C was built without CUDA, so Triton ops issue their eager '
-            'passes from Python, which costs more host time per step; rebuild with '
-            f'MMVMAMBA_CUDA_ARCH_LIST set (e.g. 9.0): {compiled.BUILD_HINT}')
-        return None
+    module = compiled.load()
     try:
         launch_kernel = ctypes.CDLL('libcuda.so.1').cuLaunchKernel
     except (OSError, AttributeError) as exc:
