@@ -30,10 +30,10 @@ from .transpose import _copy_tiles_kernel, _merge_orders_kernel, _scan_orders_ke
 __all__ = ['CPP_PASSES', 'cpp_ops', 'cpp_ops_for', 'interpreted_cpp_ops', 'why_python_passes']
 
 #: Which Triton ops issue their CUDA passes from C++ (tests and benchmarks may change it): in
-#: eager mode, and for ``ss2d_core`` also inside its torch.compile custom ops. ``ss2d_core``
-#: stays off until its GPU tests have run: under Triton's interpreter its C++ passes match the
-#: Python ones to the bit (tests/test_ops/test_triton_ss2d_core.py).
-CPP_PASSES = {'layer_norm_2d': True, 'ss2d_core': False}
+#: eager mode, and for ``ss2d_core`` also inside its torch.compile custom ops. Their C++ passes
+#: match the Python ones to the bit under Triton's interpreter and match the reference on the
+#: GPU (tests/test_ops/test_triton_ss2d_core.py, test_triton_layer_norm_2d.py).
+CPP_PASSES = {'layer_norm_2d': True, 'ss2d_core': True}
 
 #: The kernels C++ launches, by the name it gives them.
 KERNELS = {

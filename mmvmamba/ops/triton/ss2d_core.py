@@ -476,9 +476,8 @@ def ss2d_core_cpp(cpp, x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor
     ``mmvmamba._C`` set up by :mod:`.host`): the same ATen ops and kernels as ``_Core``, in the
     same order, for less host time per call. Same contract as :func:`ss2d_core_fused`.
 
-    :func:`ss2d_core_fused`'s eager CUDA path when ``host.CPP_PASSES['ss2d_core']`` is on (off
-    until its GPU tests have run; under Triton's interpreter it matches the Python passes to
-    the bit)."""
+    :func:`ss2d_core_fused`'s eager CUDA path when ``host.CPP_PASSES['ss2d_core']`` is on (the
+    default; under Triton's interpreter it matches the Python passes to the bit)."""
     return cpp.ss2d_core(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
                          out_norm_weight, out_norm_bias, float(eps),
                          *_cpp_config(x, x_proj_weight, dt_projs_weight, A_logs))
