@@ -36,3 +36,32 @@ def test_unknown_knobs_are_errors(benchmark):
         benchmark.apply_scan_tuning('rank=4')
     with pytest.raises(SystemExit, match="--cpp-passes: unknown key 'scan'"):
         benchmark.apply_cpp_passes('scan=1')
+
+
+@pytest.mark.parametrize('name, category', [
+    ('ss2d_scan_bwd_kernel', 'scan (fused core)'),
+    ('_merge_orders_kernel', 'core layout (scan orders, merge, tiles)'),
+    ('layer_norm_2d_fwd_kernel', 'layer norm'),
+    ('sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc', 'convolution'),
+    ('nvjet_sm90_hsh_192x192_64x3_2x1_v_bz_coopB_NNN', 'gemm'),
+    ('sm80_xmma_gemm_f32f32_f32f32_f32_nt_n_tilesize128x32x8', 'gemm'),
+    ('triton_poi_fused_add_gelu_3', 'inductor-generated'),
+    ('void at::native::vectorized_elementwise_kernel<8, at::native::bfloat16_copy_kernel_cuda',
+     'copy / cast'),
+    ('void at::native::reduce_kernel<128, 4, at::native::ReduceOp<float>>', 'reduction'),
+    ('void at::native::vectorized_elementwise_kernel<8, at::native::GeluCUDAKernelImpl',
+     'elementwise'),
+    ('some_unknown_kernel', 'other'),
+])
+def test_profile_kernel_categories(benchmark, name, category):
+    assert benchmark.kernel_category(name) == category
+
+
+def test_profile_category_table_sums_per_step(benchmark):
+    kernels = [('ss2d_scan_fwd_kernel', 3000.0), ('ss2d_scan_bwd_kernel', 7000.0),
+               ('nvjet_sm90_x', 5000.0), ('mystery', 5000.0)]
+    lines = benchmark.category_table(kernels, steps=5).splitlines()
+    assert lines[1].split()[-2:] == ['2.000', '50.0%']  # scans: 10 ms over 5 steps
+    assert lines[1].startswith('scan (fused core)')
+    assert {line.split()[0] for line in lines[2:4]} == {'gemm', 'other'}
+    assert lines[-1].split() == ['total', '4.000']

@@ -11,8 +11,9 @@ Sections (``--sections``, comma separated):
 - ``compile``: the same under ``torch.compile`` (VMamba with ``fullgraph=True``), compile time
   recorded.
 - ``resolution``: bf16 inference at batch 32 across 224-1024.
-- ``profile``: torch.profiler's top CUDA kernels of VMamba-T inference and training, and the
-  number of kernels launched per iteration.
+- ``profile``: torch.profiler of ``--profile-models`` (default VMamba-T) inference and
+  training, eager or compiled (``--profile-compiled``): GPU time per step by kernel category
+  (scan, GEMM, norm, ...), the top CUDA kernels and the number launched per iteration.
 - ``host``: the host's time per eager step (``--host-batch``, default 2, so that the GPU keeps
   up and the wall time of back-to-back steps is what the Python side needs to issue them), per
   model, inference and training (median of 5 runs); a ``cProfile`` of VMamba-T's training
@@ -317,24 +318,79 @@ def bench_resolution(rows: list[dict], names: list[str], warmup: int, iters: int
             torch.cuda.empty_cache()
 
 
-def profile_vmamba(out_dir: str, batch: int, size: int = 224,
-                   modes: tuple[str, ...] = ('infer', 'train')) -> None:
-    """torch.profiler table of VMamba-T: bf16 inference and/or fp16-AMP training."""
-    model = build_model('vmamba_tiny').cuda()
+#: Kernel categories of the profile summary: the first whose patterns one occurs in a kernel's
+#: (lower-cased) name; 'other' if none does. Order matters (a bf16 copy is an elementwise
+#: kernel, a convolution's implicit GEMM an xmma one).
+KERNEL_CATEGORIES = (
+    ('scan (fused core)', ('ss2d_scan',)),
+    ('core layout (scan orders, merge, tiles)', ('_scan_orders', '_merge_orders',
+                                                 '_copy_tiles')),
+    ('layer norm', ('layer_norm', 'layernorm')),
+    ('convolution', ('conv', 'fprop', 'dgrad', 'wgrad', 'convolve')),
+    ('gemm', ('gemm', 'nvjet', 'cutlass', 'xmma', 'sm90_', 'sm80_')),
+    ('inductor-generated', ('triton_',)),
+    ('copy / cast', ('copy', 'memcpy')),
+    ('reduction', ('reduce_kernel',)),
+    ('elementwise', ('elementwise', 'memset')),
+)
+
+
+def kernel_category(name: str) -> str:
+    """The :data:`KERNEL_CATEGORIES` entry a CUDA kernel's name falls in."""
+    lowered = name.lower()
+    for category, patterns in KERNEL_CATEGORIES:
+        if any(p in lowered for p in patterns):
+            return category
+    return 'other'
+
+
+def category_table(kernels: list[tuple[str, float]], steps: int) -> str:
+    """GPU time per step by kernel category: ``kernels`` are ``(name, self device time in us
+    over steps)``; rows sorted by time, with their share of the total."""
+    totals: dict[str, float] = {}
+    for name, us in kernels:
+        category = kernel_category(name)
+        totals[category] = totals.get(category, 0.0) + us / steps / 1e3
+    whole = sum(totals.values()) or 1.0
+    lines = [f'{"category":<42} {"ms/step":>9} {"share":>7}']
+    for category, ms in sorted(totals.items(), key=lambda item: -item[1]):
+        lines.append(f'{category:<42} {ms:9.3f} {ms / whole:7.1%}')
+    lines.append(f'{"total":<42} {whole:9.3f}')
+    return '\n'.join(lines) + '\n'
+
+
+def profile_model(out_dir: str, name: str, batch: int, size: int = 224,
+                  modes: tuple[str, ...] = ('infer', 'train'), compiled: bool = False) -> None:
+    """torch.profiler of one model (bf16 inference and/or fp16-AMP training, eager or under
+    ``torch.compile``): GPU time per step by kernel category, then the top kernels."""
+    torch.manual_seed(0)
+    model = build_model(name, size).cuda()
+    variant = 'compiled' if compiled else 'eager'
     for mode in modes:
         dtype, _, make = MODES[mode]
-        step = make(model, batch, size, dtype)
+        target = model
+        if compiled:
+            torch._dynamo.reset()
+            target = torch.compile(model, fullgraph=name.startswith('vmamba_'))
+        step = make(target, batch, size, dtype)
         for _ in range(3):
             step()
         torch.cuda.synchronize()
         prof = profiled(step, 5)
-        table = prof.key_averages().table(sort_by='self_device_time_total', row_limit=25,
-                                          max_name_column_width=70)
+        events = prof.key_averages()
+        kernels = [(e.key, e.self_device_time_total) for e in events
+                   if e.self_device_time_total > 0]
+        table = (f'{name} {variant} {mode} {size}x{size} batch {batch}, GPU time per step by '
+                 f'kernel category (5 steps):\n{category_table(kernels, 5)}\n')
+        table += events.table(sort_by='self_device_time_total', row_limit=25,
+                              max_name_column_width=70)
         table += f'\nkernels launched per iteration: {kernels_per_step(prof, 5):.0f}\n'
-        name = f'profile_vmamba_tiny_{mode}_{size}_b{batch}'
-        with open(os.path.join(out_dir, f'{name}.txt'), 'w') as f:
+        title = f'profile_{name}_{variant}_{mode}_{size}_b{batch}'
+        with open(os.path.join(out_dir, f'{title}.txt'), 'w') as f:
             f.write(table)
-        print(f'--- {name} (5 iterations) ---\n{table}')  # noqa: T201
+        print(f'--- {title} ---\n{table}')  # noqa: T201
+    del model
+    torch.cuda.empty_cache()
 
 
 def kernels_per_step(prof, steps: int) -> float:
@@ -529,6 +585,10 @@ def main() -> None:
                         help='input size of the profile section (default: 224)')
     parser.add_argument('--profile-modes', default='infer,train',
                         help='what the profile section records: infer, train or both')
+    parser.add_argument('--profile-models', default='vmamba_tiny',
+                        help='models the profile section records (comma separated)')
+    parser.add_argument('--profile-compiled', action='store_true',
+                        help='profile the models under torch.compile (VMamba: fullgraph)')
     parser.add_argument('--host-models', default='vmamba_tiny,swin_tiny_patch4_window7_224')
     parser.add_argument('--host-batch', type=int, default=2)
     parser.add_argument('--host-steps', type=int, default=20)
@@ -569,8 +629,9 @@ def main() -> None:
     if 'host' in sections:
         bench_host(rows, args.out, args.host_models.split(','), args.host_batch, args.host_steps)
     if 'profile' in sections:
-        profile_vmamba(args.out, args.batch, args.profile_size,
-                       tuple(args.profile_modes.split(',')))
+        for name in args.profile_models.split(','):
+            profile_model(args.out, name, args.batch, args.profile_size,
+                          tuple(args.profile_modes.split(',')), args.profile_compiled)
     with open(os.path.join(args.out, f'environment_{tag}.json'), 'w') as f:
         json.dump(env, f, indent=1)
     if any(r['section'] in ('models', 'compile', 'resolution') for r in rows):
