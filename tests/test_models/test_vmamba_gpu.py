@@ -68,3 +68,36 @@ def test_bf16_autocast_with_cp_training_step(small_arch, fixture_state):
         full = model(x)
     for a, b in zip(low, full):
         assert (a.float() - b).abs().max() < 0.1  # bf16: 8 mantissa bits on O(1) maps
+
+
+def test_compiled_training_matches_eager_without_recompiles(small_arch, fixture_state, no_tf32):
+    """``torch.compile(fullgraph=True)`` of the backbone on CUDA with the default backends
+    (fused core, and in training the Triton norm): one frame for two training steps and an
+    inference step under no_grad (a second graph: autograd off), outputs and gradients as the
+    eager model's."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    x = torch.randn(2, 3, 72, 88, generator=torch.Generator().manual_seed(0)).cuda()
+    eager = VMamba(arch=small_arch, drop_path_rate=0.0).cuda().train()
+    eager.load_state_dict(fixture_state)
+    model = VMamba(arch=small_arch, drop_path_rate=0.0).cuda().train()
+    model.load_state_dict(fixture_state)
+    counter = CompileCounterWithBackend('inductor')
+    compiled = torch.compile(model, backend=counter, fullgraph=True)
+    outs_ref, grads_ref = _train_step(eager, x)
+    model.zero_grad(set_to_none=True)
+    _train_step(compiled, x)
+    model.zero_grad(set_to_none=True)
+    outs, grads = _train_step(compiled, x)
+    assert counter.frame_count == 1
+    for out, ref in zip(outs, outs_ref):
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
+    for name, ref in grads_ref.items():
+        scale = ref.abs().max().item()
+        torch.testing.assert_close(grads[name], ref, rtol=1e-3, atol=1e-3 * scale + 1e-7,
+                                   msg=lambda m, n=name: f'{n}: {m}')
+    with torch.no_grad():
+        for out, ref in zip(compiled(x), eager(x)):
+            torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
+    assert counter.frame_count == 2

@@ -187,17 +187,23 @@ def test_auto_core_runs_a_state_size_four_model_on_cuda(monkeypatch):
         forced(image)
 
 
-def test_auto_norm_takes_reference_under_compile(monkeypatch):
-    """Under torch.compile, 'auto' gives layer_norm_2d to inductor (the plain-torch form) even
-    when a faster eager backend is registered; a backend named explicitly is still used."""
+def test_auto_norm_takes_reference_under_compile_without_autograd(monkeypatch):
+    """Under torch.compile without autograd, 'auto' gives layer_norm_2d to inductor (the
+    plain-torch form) even when a faster eager backend is registered; when autograd records the
+    call (training) 'auto' keeps the eager choice; a backend named explicitly is always used."""
     monkeypatch.delenv('MMVMAMBA_NORM_BACKEND', raising=False)
     dispatch.register('layer_norm_2d', 'probe', lambda x, w, b, eps: 'probe', priority=99)
     try:
         x = torch.randn(2, 3, 4, 5)
+        weight = torch.ones(3, requires_grad=True)
         assert ops.layer_norm_2d(x, None, None) == 'probe'
         monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
         out = ops.layer_norm_2d(x, None, None)
         torch.testing.assert_close(out, ops.reference.layer_norm_2d(x, None, None))
+        assert ops.layer_norm_2d(x, weight, None) == 'probe'  # training: autograd records it
+        with torch.no_grad():
+            out = ops.layer_norm_2d(x, weight, None)
+        torch.testing.assert_close(out, ops.reference.layer_norm_2d(x, weight, None))
         assert ops.layer_norm_2d(x, None, None, backend='probe') == 'probe'
     finally:
         dispatch._REGISTRY['layer_norm_2d'].pop('probe')

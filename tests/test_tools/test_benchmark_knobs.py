@@ -65,3 +65,11 @@ def test_profile_category_table_sums_per_step(benchmark):
     assert lines[1].startswith('scan (fused core)')
     assert {line.split()[0] for line in lines[2:4]} == {'gemm', 'other'}
     assert lines[-1].split() == ['total', '4.000']
+
+
+def test_core_shapes_of_an_arch(benchmark):
+    assert benchmark.core_shapes('tiny') == benchmark.CORE_SHAPES
+    assert benchmark.core_shapes('base') == ((32, 256, 56, 56, 8), (32, 512, 28, 28, 16),
+                                             (32, 1024, 14, 14, 32), (32, 2048, 7, 7, 64))
+    with pytest.raises(ValueError, match="Unknown VMamba arch 'huge'"):
+        benchmark.core_shapes('huge')

@@ -47,8 +47,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CORE_SHAPES = ((32, 96, 56, 56), (32, 192, 28, 28), (32, 384, 14, 14), (32, 768, 7, 7),
-               (2, 96, 200, 320))
+#: The core section's shapes ``(batch, inner channels, H, W, dt rank)``: VMamba-T's four stages
+#: at batch 32 and the detection shape (the issue's anchors).
+CORE_SHAPES = ((32, 96, 56, 56, 6), (32, 192, 28, 28, 12), (32, 384, 14, 14, 24),
+               (32, 768, 7, 7, 48), (2, 96, 200, 320, 6))
+
+
+def core_shapes(arch: str) -> tuple[tuple[int, int, int, int, int], ...]:
+    """The core section's shapes for ``--core-arch``: 'tiny' (:data:`CORE_SHAPES`) or the four
+    stage shapes of another VMamba arch at batch 32 (inner channels ``dim * ssm_ratio``, dt
+    rank ``ceil(dim / 16)``)."""
+    if arch == 'tiny':
+        return CORE_SHAPES
+    from mmvmamba.models.backbones.vmamba import resolve_arch
+
+    settings = resolve_arch(arch)
+    return tuple((32, int(dim * settings['ssm_ratio']), 56 >> i, 56 >> i, math.ceil(dim / 16))
+                 for i, dim in enumerate(settings['dims']))
 RESOLUTIONS = (224, 384, 512, 640, 768, 1024)
 FIELDS = ('section', 'model', 'variant', 'mode', 'dtype', 'batch', 'size', 'ms', 'gpu_ms',
           'img_per_s', 'peak_mib', 'compile_s', 'note')
@@ -219,7 +234,7 @@ def apply_cpp_passes(spec: str) -> dict:
 
 
 def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
-               tunings: list[dict]) -> None:
+               tunings: list[dict], shapes=CORE_SHAPES) -> None:
     from mmvmamba import ops
     from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING
 
@@ -228,8 +243,7 @@ def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
     if 'fused' in backends:
         variants += [('fused', t) for t in tunings]
 
-    for batch, inner, height, width in CORE_SHAPES:
-        rank = math.ceil(inner / 16)
+    for batch, inner, height, width, rank in shapes:
         gen = torch.Generator(device='cuda').manual_seed(0)
 
         def randn(*shape, scale=1.0, shift=0.0, gen=gen):
@@ -575,6 +589,9 @@ def main() -> None:
     parser.add_argument('--resolution-models',
                         default='vmamba_tiny,swin_tiny_patch4_window7_224,convnext_tiny')
     parser.add_argument('--core-backends', default='fused')
+    parser.add_argument('--core-arch', default='tiny',
+                        help="the core section's shapes: 'tiny' (VMamba-T's stages and the "
+                        "detection shape) or another arch's stages ('small', 'base')")
     parser.add_argument('--core-tunings', default='',
                         help='fused-scan tunings to sweep: '
                         'block_d:block_l:warps:bwd_block_d:bwd_warps:min_programs'
@@ -617,7 +634,7 @@ def main() -> None:
     rows: list[dict] = []
     if 'core' in sections:
         bench_core(rows, args.core_backends.split(','), args.warmup, args.iters,
-                   parse_tunings(args.core_tunings))
+                   parse_tunings(args.core_tunings), core_shapes(args.core_arch))
     if 'models' in sections:
         bench_models(rows, args.models.split(','), args.batch, args.warmup, args.iters, False)
     if 'resolution' in sections:
