@@ -28,11 +28,11 @@ constexpr int64_t kCopyTile = 32;  // positions per side of a transpose tile (_T
 // `ScanConfig` of ss2d_core.py, in its field order, then `paired` (`_paired`).
 struct ScanConfig {
   int64_t block_d, block_l, chunks, segments, chunks_per_segment, num_warps, dt_dot, bwd_block_d,
-      bwd_num_warps, rank_block, stages, paired;
+      bwd_num_warps, bwd_dt_dot, rank_block, stages, paired;
 
   static ScanConfig from(const std::vector<int64_t>& v) {
-    TORCH_CHECK(v.size() == 12, "ss2d_core: the scan config must have 12 fields, got ", v.size());
-    return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]};
+    TORCH_CHECK(v.size() == 13, "ss2d_core: the scan config must have 13 fields, got ", v.size());
+    return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12]};
   }
 };
 
@@ -130,7 +130,7 @@ std::vector<Meta> scan_meta(const ScanConfig& cfg, int64_t rank, bool backward) 
           {"RP", std::max<int64_t>(16, next_power_of_2(rank))},
           {"BD", backward ? cfg.bwd_block_d : cfg.block_d},
           {"BL", cfg.block_l},
-          {"DT_DOT", cfg.dt_dot, true},
+          {"DT_DOT", backward ? cfg.bwd_dt_dot : cfg.dt_dot, true},
           {"RB", cfg.rank_block},
           {"NS", cfg.stages},
           {"num_warps", backward ? cfg.bwd_num_warps : cfg.num_warps}};

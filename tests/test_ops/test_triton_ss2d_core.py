@@ -40,6 +40,10 @@ TUNINGS = {
     # The dt projection's FMAs two rank rows per step of a loop over the rank.
     'fma_rank_block': dict(block_d=4, block_l=16, num_warps=2, bwd_block_d=4, bwd_num_warps=2,
                            min_programs=64, dt_dot=False, rank_block=2),
+    # From dt rank 3 up the forward alone takes the tensor-core dot (FWD_DOT_TILE).
+    'fwd_dot_from_rank3': dict(block_d=4, block_l=16, num_warps=2, bwd_block_d=4,
+                               bwd_num_warps=2, min_programs=64, dt_dot=False,
+                               fwd_dot_min_rank=3),
 }
 INTERPRETER_CASES = {
     'odd_channels_nonsquare': (2, 5, 3, 4, 2, 'fp32', 'fma'),
@@ -59,6 +63,10 @@ INTERPRETER_CASES = {
     # R = 3 over steps of 2 rows (the last step masked) and R = 4 (two whole steps).
     'rank_loop_remainder': (1, 6, 5, 7, 3, 'fp32', 'fma_rank_block'),
     'rank_loop_whole_steps_bf16': (2, 5, 3, 4, 4, 'bf16', 'fma_rank_block'),
+    # The forward's dot, the backward's FMAs; below the rank both FMAs.
+    'fwd_dot_two_channel_blocks': (1, 18, 5, 7, 3, 'fp32', 'fwd_dot_from_rank3'),
+    'channels_last_fwd_dot_bf16': (2, 6, 7, 5, 4, 'bf16', 'fwd_dot_from_rank3'),
+    'fwd_dot_below_its_rank': (2, 5, 3, 4, 2, 'fp32', 'fwd_dot_from_rank3'),
 }
 GPU_CASES = {
     'stage1_like': (2, 96, 56, 56, 6, 'fp32'),
@@ -136,7 +144,8 @@ def relative_errors(case, fused_fn, device='cpu', seed=0, channels_last=False):
 # and several segments, channels-last bf16, the tensor-core dt projection, the rank loop.
 CPP_CASES = ('three_chunks_three_segments', 'three_chunks_one_segment',
              'three_chunks_one_segment_unpaired', 'channels_last_bf16_paired',
-             'dot_two_channel_blocks_segments', 'rank_loop_remainder', 'one_pixel')
+             'dot_two_channel_blocks_segments', 'rank_loop_remainder', 'one_pixel',
+             'fwd_dot_two_channel_blocks')
 
 
 def outputs_and_grads(case, core_fn, seed, channels_last=False):
@@ -171,7 +180,7 @@ def _interpreter_worker():
         results[name] = relative_errors(case[:-1], ss2d_core_fused, seed=i,
                                         channels_last=name.startswith('channels_last'))
         length = case[2] * case[3]
-        config = scan_config(case[0], case[1], length)
+        config = scan_config(case[0], case[1], length, case[4])
         results[name]['config'] = dict(config._asdict(), paired=_paired(config, length))
     # The torch.library custom ops (what torch.compile runs) against the reference too: eager
     # calls reach the same forward and backward through an autograd.Function instead.
@@ -286,6 +295,14 @@ def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
     assert configs['three_chunks_one_segment']['rank_block'] == 0
     assert configs['three_chunks_one_segment']['stages'] == 2
     assert configs['odd_channels_nonsquare']['rank_block'] == 8  # the default
+    assert not configs['odd_channels_nonsquare']['dt_dot']  # fwd_dot_min_rank 0: never
+    for name in ('fwd_dot_two_channel_blocks', 'channels_last_fwd_dot_bf16'):
+        fwd_dot = configs[name]
+        assert fwd_dot['dt_dot'] and not fwd_dot['bwd_dt_dot']
+        assert (fwd_dot['block_d'], fwd_dot['num_warps'], fwd_dot['bwd_block_d']) == (16, 4, 4)
+    assert configs['fwd_dot_two_channel_blocks']['segments'] > 1
+    below = configs['fwd_dot_below_its_rank']
+    assert not below['dt_dot'] and not below['bwd_dt_dot'] and below['block_d'] == 4
 
 
 def test_slot_order_is_spelled_the_same_everywhere():
@@ -334,11 +351,12 @@ def test_fused_backend_is_cuda_only():
         dispatch.resolve('ss2d_core', 'fused', torch.device('cpu'))
 
 
-@pytest.fixture(params=['default', 'dot16x64w8', 'unrolled_pipelined'])
+@pytest.fixture(params=['default', 'dot16x64w8', 'unrolled_pipelined', 'fwd_dot_from_rank3'])
 def gpu_tuning(request):
     """Run a GPU test with the default scan tuning (the FMA dt projection over the rank 8
     rows at a time; small grids' chunk loops software-pipelined 3 deep), with the tensor-core
-    dt projection, and with every rank row unrolled and every grid pipelined 2 deep."""
+    dt projection, with every rank row unrolled and every grid pipelined 2 deep, and with the
+    tensor-core dt projection in the forward only (``fwd_dot_min_rank``, every case's rank)."""
     from mmvmamba.ops.triton.ss2d_core import SCAN_TUNING
 
     saved = dict(SCAN_TUNING)
@@ -347,6 +365,8 @@ def gpu_tuning(request):
                            bwd_num_warps=8, dt_dot=True)
     elif request.param == 'unrolled_pipelined':
         SCAN_TUNING.update(rank_block=0, stages=2, pipeline_max_programs=2**31)
+    elif request.param == 'fwd_dot_from_rank3':
+        SCAN_TUNING.update(fwd_dot_min_rank=3)
     yield request.param
     SCAN_TUNING.clear()
     SCAN_TUNING.update(saved)

@@ -259,11 +259,13 @@ def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
         for backend, tuning in variants:
             SCAN_TUNING.update(default_tuning, **(tuning or {}))
             t = SCAN_TUNING  # the tuning in force, defaults included
+            fwd_dot = f",fwd dot R>={t['fwd_dot_min_rank']}" if t['fwd_dot_min_rank'] else ''
             name = backend if tuning is None else (
                 f"fused[{t['block_d']}x{t['block_l']},w{t['num_warps']},"
                 f"bwd {t['bwd_block_d']}x{t['block_l']},w{t['bwd_num_warps']},"
                 f"p{t['min_programs']}{',dot' if t['dt_dot'] else ',rb' + str(t['rank_block'])}"
-                f",s{t['stages']}<={t['pipeline_max_programs']}]")
+                f",s{t['stages']}<={t['pipeline_max_programs']}"
+                f"{fwd_dot}]")
 
             def forward(backend=backend, x=x, params=params):
                 with torch.no_grad():

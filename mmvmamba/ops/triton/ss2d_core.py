@@ -68,6 +68,9 @@ DIRECTIONS = 4
 #: most this many steps in one segment run directions k and k+2 in one program (no atomics,
 #: half the programs); on an H100 that won 2-3% at 224 / batch 128 and lost 5-6% at 384-1024 /
 #: batch 32, where the longer sequential walk and re-reading the merged map from HBM cost more.
+#: ``fwd_dot_min_rank`` (0: never): from this dt rank up the forward kernel alone takes the
+#: tensor-core dt projection, with :data:`FWD_DOT_TILE`'s channels and warps (the backward
+#: keeps the FMA form, which was faster at every rank measured).
 #:
 #: Defaults: the fastest by kernel time (profiler) of a sweep at VMamba-T's batch-128 stage
 #: shapes on an H100 (docs/benchmarks.md, session 9, run 38): 4 channels x 64 steps, 2 warps,
@@ -80,7 +83,14 @@ DIRECTIONS = 4
 #: the grid bound.
 SCAN_TUNING = dict(block_d=4, block_l=64, num_warps=2, bwd_block_d=4, bwd_num_warps=2,
                    min_programs=512, dt_dot=False, rank_block=8, stages=3,
-                   pipeline_max_programs=1024, pair_max_length=4096)
+                   pipeline_max_programs=1024, pair_max_length=4096, fwd_dot_min_rank=0)
+
+#: ``(channels per program, warps)`` of the forward kernel when ``fwd_dot_min_rank`` gives it
+#: the tensor-core dt projection. Session 14, run 63 (H100, batch 32, kernel time): at
+#: VMamba-B's stages 3-4 (dt rank 32 / 64) this forward took 0.451 / 0.483 ms against 0.598 /
+#: 0.627 for the default FMA form; at ranks 8 and 16 it was no faster, and its backward was
+#: slower at every rank.
+FWD_DOT_TILE = (16, 4)
 
 
 class ScanConfig(NamedTuple):
@@ -95,6 +105,7 @@ class ScanConfig(NamedTuple):
     dt_dot: bool
     bwd_block_d: int
     bwd_num_warps: int
+    bwd_dt_dot: bool
     rank_block: int
     stages: int
 
@@ -107,14 +118,16 @@ def _channels_per_program(block_d: int, smallest: int, batch: int, channels: int
     return block_d
 
 
-def scan_config(batch: int, channels: int, length: int) -> ScanConfig:
-    """Pick block sizes and the segment split for ``(B, D, L)`` (see :data:`SCAN_TUNING`);
-    memoised per size and tuning (it runs in every forward and backward)."""
-    return _scan_config(batch, channels, length, tuple(SCAN_TUNING.items()))
+def scan_config(batch: int, channels: int, length: int, rank: int) -> ScanConfig:
+    """Pick block sizes and the segment split for ``(B, D, L)`` and dt rank ``R`` (see
+    :data:`SCAN_TUNING`); memoised per size and tuning (it runs in every forward and
+    backward)."""
+    return _scan_config(batch, channels, length, rank, tuple(SCAN_TUNING.items()))
 
 
 @functools.lru_cache(maxsize=1024)
-def _scan_config(batch: int, channels: int, length: int, _tuning: tuple) -> ScanConfig:
+def _scan_config(batch: int, channels: int, length: int, rank: int,
+                 _tuning: tuple) -> ScanConfig:
     block_l = SCAN_TUNING['block_l']
     dt_dot = bool(SCAN_TUNING['dt_dot'])
     smallest = 16 if dt_dot else 4
@@ -125,15 +138,19 @@ def _scan_config(batch: int, channels: int, length: int, _tuning: tuple) -> Scan
     while block_l > 16 and block_l >= 2 * length:
         block_l //= 2
     chunks = cdiv(length, block_l)
-    block_d, bwd_block_d = (_channels_per_program(b, smallest, batch, channels)
-                            for b in requested)
+    min_rank = SCAN_TUNING['fwd_dot_min_rank']
+    fwd_dot = dt_dot or 0 < min_rank <= rank
+    fwd_block_d, num_warps = (FWD_DOT_TILE if fwd_dot and not dt_dot else
+                              (requested[0], SCAN_TUNING['num_warps']))
+    block_d = _channels_per_program(fwd_block_d, 16 if fwd_dot else 4, batch, channels)
+    bwd_block_d = _channels_per_program(requested[1], smallest, batch, channels)
     programs = cdiv(channels, block_d) * batch * DIRECTIONS
     segments = min(chunks, cdiv(SCAN_TUNING['min_programs'], programs))
     per_segment = cdiv(chunks, max(1, segments))
     segments = cdiv(chunks, per_segment)
     small_grid = programs * segments <= SCAN_TUNING['pipeline_max_programs']
-    return ScanConfig(block_d, block_l, chunks, segments, per_segment, SCAN_TUNING['num_warps'],
-                      dt_dot, bwd_block_d, SCAN_TUNING['bwd_num_warps'],
+    return ScanConfig(block_d, block_l, chunks, segments, per_segment, num_warps, fwd_dot,
+                      bwd_block_d, SCAN_TUNING['bwd_num_warps'], dt_dot,
                       SCAN_TUNING['rank_block'], SCAN_TUNING['stages'] if small_grid else 1)
 
 
@@ -141,7 +158,8 @@ def _meta(cfg: ScanConfig, rank: int, backward: bool) -> dict:
     """Compile-time arguments of the forward or the backward scan kernel."""
     return dict(R=rank, RP=max(16, next_power_of_2(rank)),
                 BD=cfg.bwd_block_d if backward else cfg.block_d, BL=cfg.block_l,
-                DT_DOT=cfg.dt_dot, RB=cfg.rank_block, NS=cfg.stages,
+                DT_DOT=cfg.bwd_dt_dot if backward else cfg.dt_dot, RB=cfg.rank_block,
+                NS=cfg.stages,
                 num_warps=cfg.bwd_num_warps if backward else cfg.num_warps)
 
 
@@ -279,7 +297,7 @@ def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
     batch, inner, height, width = x.shape
     length = height * width
-    cfg = scan_config(batch, inner, length)
+    cfg = scan_config(batch, inner, length, rank)
     paired = _paired(cfg, length)
     f32 = dict(device=x.device, dtype=torch.float32)
     with autocast_off(x.device.type):
@@ -322,7 +340,7 @@ def _(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_wei
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
     batch, inner, height, width = x.shape
     length = height * width
-    cfg = scan_config(batch, inner, length)
+    cfg = scan_config(batch, inner, length, rank)
     f32 = torch.float32
     stride = _row_stride(length)
     return (torch.empty_like(x),
@@ -345,7 +363,7 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
     batch, inner, height, width = x.shape
     length = height * width
-    cfg = scan_config(batch, inner, length)
+    cfg = scan_config(batch, inner, length, rank)
     paired = _paired(cfg, length)
     rows = rank + 2
     f32 = dict(device=x.device, dtype=torch.float32)
@@ -490,7 +508,7 @@ def _cpp_config(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
     batch, inner, height, width = x.shape
     length = height * width
-    cfg = scan_config(batch, inner, length)
+    cfg = scan_config(batch, inner, length, rank)
     return rank, [*map(int, cfg), int(_paired(cfg, length))]
 
 
