@@ -51,6 +51,9 @@ from torch import nn
 #: at batch 32 and the detection shape (the issue's anchors).
 CORE_SHAPES = ((32, 96, 56, 56, 6), (32, 192, 28, 28, 12), (32, 384, 14, 14, 24),
                (32, 768, 7, 7, 48), (2, 96, 200, 320, 6))
+RESOLUTIONS = (224, 384, 512, 640, 768, 1024)
+FIELDS = ('section', 'model', 'variant', 'mode', 'dtype', 'batch', 'size', 'ms', 'gpu_ms',
+          'img_per_s', 'peak_mib', 'compile_s', 'note')
 
 
 def core_shapes(arch: str) -> tuple[tuple[int, int, int, int, int], ...]:
@@ -64,9 +67,6 @@ def core_shapes(arch: str) -> tuple[tuple[int, int, int, int, int], ...]:
     settings = resolve_arch(arch)
     return tuple((32, int(dim * settings['ssm_ratio']), 56 >> i, 56 >> i, math.ceil(dim / 16))
                  for i, dim in enumerate(settings['dims']))
-RESOLUTIONS = (224, 384, 512, 640, 768, 1024)
-FIELDS = ('section', 'model', 'variant', 'mode', 'dtype', 'batch', 'size', 'ms', 'gpu_ms',
-          'img_per_s', 'peak_mib', 'compile_s', 'note')
 
 
 class VMambaClassifier(nn.Module):
