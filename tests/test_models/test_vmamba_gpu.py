@@ -28,6 +28,17 @@ def _train_step(model: VMamba, x: torch.Tensor, params_of=None) -> tuple[list, d
         n: p.grad.detach().float() for n, p in (params_of or model).named_parameters()}
 
 
+def _assert_trains_like(outs: list, grads: dict, outs_ref: list, grads_ref: dict) -> None:
+    """Outputs within 1e-4 and every parameter gradient within 1e-3 of its largest value."""
+    for out, ref in zip(outs, outs_ref):
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
+    assert grads.keys() == grads_ref.keys()
+    for name, ref in grads_ref.items():
+        scale = ref.abs().max().item()
+        torch.testing.assert_close(grads[name], ref, rtol=1e-3, atol=1e-3 * scale + 1e-7,
+                                   msg=lambda m, n=name: f'{n}: {m}')
+
+
 @pytest.mark.parametrize('core_backend, scan_backend', [('reference', 'compiled'),
                                                         ('fused', None)])
 def test_backends_train_like_reference(small_arch, fixture_state, no_tf32, core_backend,
@@ -42,14 +53,7 @@ def test_backends_train_like_reference(small_arch, fixture_state, no_tf32, core_
                        scan_backend=scan).cuda().train()
         model.load_state_dict(fixture_state)
         results.append(_train_step(model, x))
-    (outs_ref, grads_ref), (outs, grads) = results
-    for out, ref in zip(outs, outs_ref):
-        torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
-    assert grads.keys() == grads_ref.keys()
-    for name, ref in grads_ref.items():
-        scale = ref.abs().max().item()
-        torch.testing.assert_close(grads[name], ref, rtol=1e-3, atol=1e-3 * scale + 1e-7,
-                                   msg=lambda m, n=name: f'{n}: {m}')
+    _assert_trains_like(*results[1], *results[0])
 
 
 def test_bf16_autocast_with_cp_training_step(small_arch, fixture_state):
@@ -93,13 +97,7 @@ def test_compiled_training_matches_eager_without_recompiles(small_arch, fixture_
     model.zero_grad(set_to_none=True)
     outs, grads = _train_step(compiled, x, params_of=model)
     assert counter.frame_count == 1
-    for out, ref in zip(outs, outs_ref):
-        torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
-    assert grads.keys() == grads_ref.keys()
-    for name, ref in grads_ref.items():
-        scale = ref.abs().max().item()
-        torch.testing.assert_close(grads[name], ref, rtol=1e-3, atol=1e-3 * scale + 1e-7,
-                                   msg=lambda m, n=name: f'{n}: {m}')
+    _assert_trains_like(outs, grads, outs_ref, grads_ref)
     with torch.no_grad():
         for out, ref in zip(compiled(x), eager(x)):
             torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
