@@ -167,12 +167,14 @@ Tensor segment_scratch(const Tensor& seg_decay, const ScanConfig& cfg) {
   return cfg.segments > 1 ? at::empty_like(seg_decay) : seg_decay;
 }
 
-// The forward (`_forward`): ``out, proj, y, stats, states, seg_decay``.
+// The forward (`_forward`): ``out, proj, y, stats, states, seg_decay``. ``config``: the
+// `ScanConfig` fields as ints, then `paired`.
 std::vector<Tensor> core_forward(const Tensor& x, const Tensor& x_proj_weight,
                                  const Tensor& dt_projs_weight, const Tensor& dt_projs_bias,
                                  const Tensor& A_logs, const Tensor& Ds,
                                  const Tensor& out_norm_weight, const Tensor& out_norm_bias,
-                                 double eps, int64_t rank, const ScanConfig& cfg) {
+                                 double eps, int64_t rank, const std::vector<int64_t>& config) {
+  const ScanConfig cfg = ScanConfig::from(config);
   // The GEMMs run in the map's dtype whatever autocast says (as `autocast_off`).
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const int64_t batch = x.size(0), inner = x.size(1), height = x.size(2), width = x.size(3);
@@ -209,7 +211,8 @@ std::vector<Tensor> core_backward(const Tensor& grad_out, const Tensor& x,
                                   const Tensor& Ds, const Tensor& out_norm_weight,
                                   const Tensor& proj, const Tensor& y, const Tensor& stats,
                                   const Tensor& states, const Tensor& seg_decay, int64_t rank,
-                                  const ScanConfig& cfg) {
+                                  const std::vector<int64_t>& config) {
+  const ScanConfig cfg = ScanConfig::from(config);
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const int64_t batch = x.size(0), inner = x.size(1), height = x.size(2), width = x.size(3);
   const int64_t length = height * width;
@@ -268,9 +271,8 @@ struct Core : public torch::autograd::Function<Core> {
                         const Tensor& dt_projs_bias, const Tensor& A_logs, const Tensor& Ds,
                         const Tensor& out_norm_weight, const Tensor& out_norm_bias, double eps,
                         int64_t rank, const std::vector<int64_t>& config) {
-    const ScanConfig cfg = ScanConfig::from(config);
     const auto outputs = core_forward(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs,
-                                      Ds, out_norm_weight, out_norm_bias, eps, rank, cfg);
+                                      Ds, out_norm_weight, out_norm_bias, eps, rank, config);
     ctx->save_for_backward({x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
                             out_norm_weight, outputs[1], outputs[2], outputs[3], outputs[4],
                             outputs[5]});
@@ -287,9 +289,9 @@ struct Core : public torch::autograd::Function<Core> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto s = ctx->get_saved_variables();
-    const ScanConfig cfg = ScanConfig::from(ctx->saved_data["config"].toIntVector());
     const auto g = core_backward(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8],
-                                 s[9], s[10], s[11], ctx->saved_data["rank"].toInt(), cfg);
+                                 s[9], s[10], s[11], ctx->saved_data["rank"].toInt(),
+                                 ctx->saved_data["config"].toIntVector());
     // The (3, 4, D) and (2, D) fp32 sums as each vector parameter's gradient (`_gradients`).
     const std::vector<Tensor> vectors{g[3][0], g[3][1], g[3][2], g[4][0], g[4][1]};
     torch::autograd::variable_list result{g[0], g[1], g[2]};
@@ -306,7 +308,6 @@ struct Core : public torch::autograd::Function<Core> {
 }  // namespace
 
 void register_ss2d_core(pybind11::module_& m) {
-  namespace py = pybind11;
   m.def(
       "ss2d_core",
       [](const Tensor& x, const Tensor& x_proj_weight, const Tensor& dt_projs_weight,
@@ -318,30 +319,12 @@ void register_ss2d_core(pybind11::module_& m) {
       },
       "The fused SS2D core with autograd, issued from C++: the arguments of ss2d_core_fused "
       "(validated by it), the dt rank and the scan config (ScanConfig fields, then paired).");
-  m.def(
-      "ss2d_core_forward",
-      [](const Tensor& x, const Tensor& x_proj_weight, const Tensor& dt_projs_weight,
-         const Tensor& dt_projs_bias, const Tensor& A_logs, const Tensor& Ds,
-         const Tensor& out_norm_weight, const Tensor& out_norm_bias, double eps, int64_t rank,
-         const std::vector<int64_t>& config) {
-        return core_forward(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
-                            out_norm_weight, out_norm_bias, eps, rank, ScanConfig::from(config));
-      },
-      "The fused core's forward without autograd (for the torch.compile custom op): "
-      "[out, proj, y, stats, states, seg_decay], as ss2d_core.py `_forward`.");
-  m.def(
-      "ss2d_core_backward",
-      [](const Tensor& grad_out, const Tensor& x, const Tensor& x_proj_weight,
-         const Tensor& dt_projs_weight, const Tensor& dt_projs_bias, const Tensor& A_logs,
-         const Tensor& Ds, const Tensor& out_norm_weight, const Tensor& proj, const Tensor& y,
-         const Tensor& stats, const Tensor& states, const Tensor& seg_decay, int64_t rank,
-         const std::vector<int64_t>& config) {
-        return core_backward(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs,
-                             Ds, out_norm_weight, proj, y, stats, states, seg_decay, rank,
-                             ScanConfig::from(config));
-      },
-      "The fused core's backward without autograd (for the torch.compile custom op), as "
-      "ss2d_core.py `_backward`.");
+  m.def("ss2d_core_forward", &core_forward,
+        "The fused core's forward without autograd (for the torch.compile custom op): "
+        "[out, proj, y, stats, states, seg_decay], as ss2d_core.py `_forward`.");
+  m.def("ss2d_core_backward", &core_backward,
+        "The fused core's backward without autograd (for the torch.compile custom op), as "
+        "ss2d_core.py `_backward`.");
 }
 
 }  // namespace mmvmamba::triton_host

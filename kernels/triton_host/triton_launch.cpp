@@ -133,9 +133,9 @@ Compiled resolve(const char* kernel, const std::array<int64_t, 3>& grid,
                                  py_meta);
   if (!cuda) return {nullptr, 0, 0};
   py::tuple handle = result.cast<py::tuple>();
-  const auto params = handle[3].cast<int>();
-  TORCH_CHECK(params == packed_count(args), "mmvmamba._C: Triton compiled ", kernel, " with ",
-              params, " run-time parameters where the C++ launcher packs ", packed_count(args),
+  const auto params = handle[3].cast<int>(), packed = packed_count(args);
+  TORCH_CHECK(params == packed, "mmvmamba._C: Triton compiled ", kernel, " with ", params,
+              " run-time parameters where the C++ launcher packs ", packed,
               " (this Triton release specialises arguments differently); set "
               "MMVMAMBA_TRITON_HOST=0 to launch from Python");
   return {reinterpret_cast<void*>(handle[0].cast<uintptr_t>()), 32 * handle[1].cast<unsigned>(),

@@ -8,8 +8,9 @@ C++ and whose Triton kernels are launched with ``cuLaunchKernel`` by handle.
 
 The first launch of each specialisation comes back here (:func:`_resolve`): it launches through
 Triton, which compiles the kernel if needed, and hands the compiled kernel's handle to C++. In
-the models, CPU tensors (Triton's interpreter), ``torch.compile`` tracing and Triton launch hooks
-(e.g. the proton profiler) use the Python passes; ``MMVMAMBA_TRITON_HOST=0`` forces them. Tests
+the models, CPU tensors (Triton's interpreter), Triton launch hooks (e.g. the proton profiler)
+and ``torch.compile`` tracing of the LayerNorm use the Python passes (the core's torch.compile
+custom ops run its C++ passes); ``MMVMAMBA_TRITON_HOST=0`` forces them. Tests
 run the C++ passes on CPU tensors too (:func:`interpreted_cpp_ops`): every launch then comes
 back here, to Triton's interpreter.
 """

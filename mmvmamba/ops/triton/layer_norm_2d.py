@@ -98,8 +98,8 @@ class _LayerNorm2d(torch.autograd.Function):
     """Autograd of :func:`layer_norm_2d` in Python, for Triton's interpreter, ``torch.compile``
     and Triton launch hooks (eager CUDA calls run the same passes in C++, see :mod:`.host`). A
     plain ``autograd.Function`` rather than a ``torch.library`` custom op: it costs about half
-    the host time per call, and under ``torch.compile`` the dispatcher's 'auto' hands the norm
-    to inductor anyway (a forced 'triton' backend is traced through, kernel and all)."""
+    the host time per call, and ``torch.compile`` traces through it, kernels and all (compiled
+    training takes this norm under 'auto'; compiled inference hands the norm to inductor)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None,
