@@ -11,7 +11,13 @@ import argparse
 
 from mmengine.config import DictAction
 
-from mmvmamba.engine.launch import apply_tta, build_runner, load_config, local_rank_to_env
+from mmvmamba.engine.launch import (
+    apply_tta,
+    build_runner,
+    close_process_group,
+    load_config,
+    local_rank_to_env,
+)
 
 
 def parse_args(argv=None):
@@ -45,6 +51,7 @@ def main(argv=None):
         evaluator.append(dict(type='DumpResults', out_file_path=args.out))
         cfg.test_evaluator = evaluator
     build_runner(cfg).test()
+    close_process_group()
 
 
 if __name__ == '__main__':

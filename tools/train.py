@@ -17,6 +17,7 @@ from mmvmamba.engine.launch import (
     apply_amp,
     apply_resume,
     build_runner,
+    close_process_group,
     load_config,
     local_rank_to_env,
 )
@@ -48,6 +49,7 @@ def main(argv=None):
         apply_amp(cfg)
     apply_resume(cfg, args.resume)
     build_runner(cfg).train()
+    close_process_group()
 
 
 if __name__ == '__main__':
