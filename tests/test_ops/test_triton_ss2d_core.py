@@ -295,7 +295,7 @@ def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
     assert configs['three_chunks_one_segment']['rank_block'] == 0
     assert configs['three_chunks_one_segment']['stages'] == 2
     assert configs['odd_channels_nonsquare']['rank_block'] == 8  # the default
-    assert not configs['odd_channels_nonsquare']['dt_dot']  # fwd_dot_min_rank 0: never
+    assert not configs['odd_channels_nonsquare']['dt_dot']  # rank below fwd_dot_min_rank
     for name in ('fwd_dot_two_channel_blocks', 'channels_last_fwd_dot_bf16'):
         fwd_dot = configs[name]
         assert fwd_dot['dt_dot'] and not fwd_dot['bwd_dt_dot']

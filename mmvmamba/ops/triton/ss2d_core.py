@@ -70,7 +70,11 @@ DIRECTIONS = 4
 #: batch 32, where the longer sequential walk and re-reading the merged map from HBM cost more.
 #: ``fwd_dot_min_rank`` (0: never): from this dt rank up the forward kernel alone takes the
 #: tensor-core dt projection, with :data:`FWD_DOT_TILE`'s channels and warps (the backward
-#: keeps the FMA form, which was faster at every rank measured).
+#: keeps the FMA form, which was faster at every rank measured). Default 24 (VMamba-T/S's
+#: stages 3-4, -B's 3-4 at rank 32/64) from session 15, runs 66-67 (H100): the batch-32 core
+#: forward at those stages 9-25% faster by kernel time, none slower; VMamba-B bf16 inference
+#: 1875 -> 2220 img/s, training 629 -> 664, VMamba-T 6227 -> 6557 and 1976 -> 2061 (batch 128,
+#: alternating in one call).
 #:
 #: Defaults: the fastest by kernel time (profiler) of a sweep at VMamba-T's batch-128 stage
 #: shapes on an H100 (docs/benchmarks.md, session 9, run 38): 4 channels x 64 steps, 2 warps,
@@ -83,7 +87,7 @@ DIRECTIONS = 4
 #: the grid bound.
 SCAN_TUNING = dict(block_d=4, block_l=64, num_warps=2, bwd_block_d=4, bwd_num_warps=2,
                    min_programs=512, dt_dot=False, rank_block=8, stages=3,
-                   pipeline_max_programs=1024, pair_max_length=4096, fwd_dot_min_rank=0)
+                   pipeline_max_programs=1024, pair_max_length=4096, fwd_dot_min_rank=24)
 
 #: ``(channels per program, warps)`` of the forward kernel when ``fwd_dot_min_rank`` gives it
 #: the tensor-core dt projection. Session 14, run 63 (H100, batch 32, kernel time): at
