@@ -41,8 +41,8 @@ int64_t row_stride(int64_t length) { return cdiv(length, kRowAlign) * kRowAlign;
 Tensor valid(const Tensor& row_map, int64_t length) { return row_map.narrow(-1, 0, length); }
 
 // A pair kernel (scan orders / merge orders, transpose.py `_launch_pair_kernel`) over the
-// tiles of the ``(B, D, H, W)`` map ``x``.
-void launch_pair_kernel(const char* kernel, const Tensor& x, const Tensor& src, const Tensor& dst,
+// tiles of the ``(B, D, H, W)`` map ``x``: ``kernel(*maps, D, H, W, *strides)``.
+void launch_pair_kernel(const char* kernel, const Tensor& x, const std::vector<Tensor>& maps,
                         const std::vector<int64_t>& strides) {
   if (x.numel() == 0) return;
   const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
@@ -50,7 +50,9 @@ void launch_pair_kernel(const char* kernel, const Tensor& x, const Tensor& src, 
   const int64_t tile_w = std::min(kPairTile, next_power_of_2(width));
   const int64_t tile_d = std::min(next_power_of_2(channels),
                                   std::max<int64_t>(1, kPairTileElements / (tile_h * tile_w)));
-  std::vector<Arg> args{arg(src), arg(dst), arg(channels), arg(height), arg(width)};
+  std::vector<Arg> args;
+  for (const Tensor& map : maps) args.push_back(arg(map));
+  for (const int64_t n : {channels, height, width}) args.push_back(arg(n));
   for (const int64_t s : strides) args.push_back(arg(s));
   launch(kernel, {batch * cdiv(channels, tile_d), cdiv(height, tile_h), cdiv(width, tile_w)},
          args, {{"TD", tile_d}, {"TH", tile_h}, {"TW", tile_w}, {"num_warps", 4}});
@@ -61,17 +63,19 @@ void launch_pair_kernel(const char* kernel, const Tensor& x, const Tensor& src, 
 Tensor scan_inputs(const Tensor& x) {
   const Tensor pair =
       at::empty({x.size(0), 2, x.size(1), row_stride(x.size(2) * x.size(3))}, x.options());
-  launch_pair_kernel("scan_orders", x, x, pair,
+  launch_pair_kernel("scan_orders", x, {x, pair},
                      {x.stride(0), x.stride(1), x.stride(2), x.stride(3), pair.stride(0),
                       pair.stride(1), pair.stride(2)});
   return pair;
 }
 
-// ``out[b, d, h, w] = pair[b, 0, d, h*W + w] + pair[b, 1, d, w*H + h]`` (`merge_orders_into`).
-Tensor merge_orders_into(const Tensor& pair, const Tensor& out) {
-  launch_pair_kernel("merge_orders", out, pair, out,
-                     {pair.stride(0), pair.stride(1), pair.stride(2), out.stride(0),
-                      out.stride(1), out.stride(2), out.stride(3)});
+// ``out[b, d, h, w] = p[b, 0, d, h*W + w] + p[b, 1, d, w*H + h]`` summed over the pairs ``p`` =
+// ``pair``, ``addend`` (`merge_orders_into`).
+Tensor merge_orders_into(const Tensor& pair, const Tensor& addend, const Tensor& out) {
+  launch_pair_kernel("merge_orders", out, {pair, addend, out},
+                     {pair.stride(0), pair.stride(1), pair.stride(2), addend.stride(0),
+                      addend.stride(1), addend.stride(2), out.stride(0), out.stride(1),
+                      out.stride(2), out.stride(3)});
   return out;
 }
 
@@ -228,7 +232,7 @@ std::vector<Tensor> core_backward(const Tensor& grad_out, const Tensor& x,
   const Tensor grad_xs = new_map({batch, 2, inner, row_stride(length)}, f32(x), !cfg.paired);
   const Tensor grad_proj = at::zeros({batch, kDirections * rows, row_stride(length)}, f32(x));
   const int64_t stride = grad_proj.size(2);
-  const Tensor grad_z = at::empty({batch, kDirections, inner, stride}, x.options());
+  Tensor grad_z = at::empty({batch, kDirections, inner, stride}, x.options());
   const Tensor grad_chan = at::empty({3, batch, kDirections, cfg.segments, inner}, f32(x));
   const Tensor wdt = dt_projs_weight.contiguous(), bias = dt_projs_bias.contiguous(),
                a_logs = A_logs.contiguous(), ds = Ds.contiguous();
@@ -248,16 +252,18 @@ std::vector<Tensor> core_backward(const Tensor& grad_out, const Tensor& x,
   const Tensor grad_wdt = at::matmul(valid(grad_z, length), proj_t)
                               .sum({0}, false, at::kFloat)
                               .narrow(2, 0, rank);
-  // The x projection, from both scan orders at once, added in place.
+  grad_z.reset();
+  // The x projection, from both scan orders at once, in x's dtype, added in the merge.
+  const Tensor grad_proj_x = grad_proj.to(x.scalar_type());
   const int64_t pairs = 2 * batch;
-  grad_xs.view({pairs, inner, stride})
-      .baddbmm_(pair_weights(x_proj_weight, batch, at::kFloat).transpose(1, 2),
-                grad_proj.view({pairs, -1, stride}));
-  const Tensor grad_x = merge_orders_into(grad_xs, at::empty_like(x));
-  const Tensor grad_w_slots =
-      at::matmul(valid(grad_proj.view({batch, 2, -1, stride}), length).to(x.scalar_type()),
-                 valid(xs, length).transpose(2, 3))
-          .sum({0}, false, at::kFloat);
+  const Tensor grad_xs_proj =
+      at::bmm(pair_weights(x_proj_weight, batch, x.scalar_type()).transpose(1, 2),
+              grad_proj_x.view({pairs, -1, stride}));
+  const Tensor grad_x = merge_orders_into(
+      grad_xs, grad_xs_proj.view({batch, 2, inner, stride}), at::empty_like(x));
+  const Tensor grad_w_slots = at::matmul(valid(grad_proj_x.view({batch, 2, -1, stride}), length),
+                                         valid(xs, length).transpose(2, 3))
+                                  .sum({0}, false, at::kFloat);
   return {grad_x,
           direction_order(grad_w_slots.view({2, 2, rows, inner})).to(x_proj_weight.scalar_type()),
           direction_order(grad_wdt.view({2, 2, inner, rank})).to(dt_projs_weight.scalar_type()),

@@ -86,10 +86,16 @@ def layout_errors(cases, device='cpu'):
     for name, (batch, channels, height, width, dtype) in cases.items():
         length = height * width
         x = torch.randn(batch, channels, height, width, generator=gen).to(device, dtype)
+        # The scans' fp32 pair and the x projection's pair in the map's dtype, other strides.
         pair_src = torch.randn(batch, 2, channels, length + PAD, generator=gen).to(device)
-        pair_src[..., length:] = float('nan')  # never read
-        expected_merge = (pair_src[:, 0, :, :length].view_as(x) + pair_src[:, 1, :, :length]
-                          .view(batch, channels, width, height).transpose(2, 3)).to(dtype)
+        addend = torch.randn(batch, 2, channels, length + 2 * PAD, generator=gen).to(device,
+                                                                                    dtype)
+        orders = [o for p in (pair_src, addend) for o in (
+            p[:, 0, :, :length].float().view_as(x),
+            p[:, 1, :, :length].float().view(batch, channels, width, height).transpose(2, 3))]
+        expected_merge = (((orders[0] + orders[1]) + orders[2]) + orders[3]).to(dtype)
+        for p in (pair_src, addend):
+            p[..., length:] = float('nan')  # never read
         for layout in LAYOUTS:
             x_in = _map_in_layout(x, layout)
             pair = torch.full((batch, 2, channels, length + PAD), 7.0, device=device,
@@ -97,7 +103,7 @@ def layout_errors(cases, device='cpu'):
             scan_orders_into(x_in, pair)
             out = _map_in_layout(torch.full_like(x, float('nan')), layout)
             strides = out.stride()
-            merge_orders_into(pair_src, out)
+            merge_orders_into(pair_src, addend, out)
             errors[f'{name}_{layout}'] = [
                 (pair[:, 0, :, :length] - x.flatten(2)).abs().max().item(),
                 (pair[:, 1, :, :length] - x.transpose(2, 3).flatten(2)).abs().max().item(),
@@ -149,7 +155,9 @@ def test_layout_copies_reject_mismatched_maps():
     with pytest.raises(ValueError, match=r'scan_orders_into: the pair map must be \(B, 2, D'):
         scan_orders_into(x, torch.zeros(1, 2, 2, 11))  # rows shorter than H*W
     with pytest.raises(ValueError, match='unit stride along positions'):
-        merge_orders_into(torch.zeros(1, 2, 12, 2).transpose(2, 3), x)
+        merge_orders_into(torch.zeros(1, 2, 12, 2).transpose(2, 3), torch.zeros(1, 2, 2, 12), x)
+    with pytest.raises(ValueError, match=r'merge_orders_into: the pair map must be \(B, 2, D'):
+        merge_orders_into(torch.zeros(1, 2, 2, 12), torch.zeros(1, 2, 3, 12), x)
 
 
 @pytest.mark.gpu

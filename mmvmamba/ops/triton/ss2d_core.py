@@ -402,16 +402,19 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         proj_t = _valid(proj.view(batch, DIRECTIONS, rows, stride), length).transpose(2, 3)
         grad_wdt = torch.matmul(_valid(grad_z, length), proj_t).sum(0, dtype=torch.float32)
         grad_wdt = grad_wdt[..., :rank]
-        # x projection, from both scan orders at once: (2B, D, 2*(R+2)) @ (2B, 2*(R+2), S),
-        # added in place (an out-of-place product would write and re-read an fp32 map).
+        del grad_z
+        # x projection, from both scan orders at once, in x's dtype (tensor cores; as autocast
+        # runs the reference's projection): (2B, D, 2*(R+2)) @ (2B, 2*(R+2), S), added to the
+        # scans' fp32 gradient in the merge.
+        grad_proj = grad_proj.to(x.dtype)
         pairs = 2 * batch
-        grad_xs.view(pairs, inner, stride).baddbmm_(
-            _pair_weights(x_proj_weight, batch, torch.float32).transpose(1, 2),
-            grad_proj.view(pairs, -1, stride))
-        grad_x = merge_orders_into(grad_xs, torch.empty_like(x))
+        grad_xs_proj = torch.bmm(_pair_weights(x_proj_weight, batch, x.dtype).transpose(1, 2),
+                                 grad_proj.view(pairs, -1, stride))
+        grad_x = merge_orders_into(grad_xs, grad_xs_proj.view(batch, 2, inner, stride),
+                                   torch.empty_like(x))
         # (B, 2, 2*(R+2), L) @ (B, 2, L, D) in x's dtype (no fp32 copy of x), summed in fp32.
         grad_w_slots = torch.matmul(
-            _valid(grad_proj.view(batch, 2, -1, stride), length).to(x.dtype),
+            _valid(grad_proj.view(batch, 2, -1, stride), length),
             _valid(xs, length).transpose(2, 3)).sum(0, dtype=torch.float32)
     return (grad_x,
             _direction_order(grad_w_slots.view(2, 2, rows, inner)).to(x_proj_weight.dtype),

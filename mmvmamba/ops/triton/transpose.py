@@ -6,7 +6,7 @@ column-major ones over a transposed ``(B, D, W*H)`` copy, kept together as one *
 channels-last memory (``(B, D, H, W)`` with strides of ``(B, H, W, D)``):
 
 - :func:`scan_orders_into` writes a map of any strides into both orders of a pair (one read,
-  two writes), :func:`merge_orders_into` adds a pair's two orders back into one map of any
+  two writes), :func:`merge_orders_into` adds two pairs' orders back into one map of any
   strides (the input gradient): one kernel each, on ``(channels, rows, columns)`` tiles, so the
   read and both writes stay coalesced whichever axis is contiguous;
 - :func:`transpose_into` writes or adds the transpose of each plane of a map (the merge of the
@@ -87,20 +87,24 @@ def _scan_orders_kernel(src_ptr, dst_ptr, D, H, W, s_b, s_d, s_h, s_w, d_b, d_pa
 
 
 @triton.jit
-def _merge_orders_kernel(src_ptr, dst_ptr, D, H, W, s_b, s_pair, s_d, d_b, d_d, d_h, d_w,
+def _merge_orders_kernel(src_ptr, add_ptr, dst_ptr, D, H, W, s_b, s_pair, s_d, a_b, a_pair, a_d,
+                         d_b, d_d, d_h, d_w,
                          TD: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
-    """``dst[b, d, h, w] = src[b, 0, d, h*W + w] + src[b, 1, d, w*H + h]`` (summed in fp32,
-    stored in ``dst``'s dtype)."""
+    """``dst[b, d, h, w] = p[b, 0, d, h*W + w] + p[b, 1, d, w*H + h]`` summed over the two pairs
+    ``p`` = ``src``, ``add`` (in fp32, stored in ``dst``'s dtype)."""
     b, d, h, w, mask = _pair_offsets(D, H, W, TD, TH, TW)
     src = src_ptr + b * s_b + d * s_d
+    add = add_ptr + b * a_b + d * a_d
     value = (tl.load(src + h * W + w, mask=mask).to(tl.float32)
-             + tl.load(src + s_pair + w * H + h, mask=mask).to(tl.float32))
+             + tl.load(src + s_pair + w * H + h, mask=mask).to(tl.float32)
+             + tl.load(add + h * W + w, mask=mask).to(tl.float32)
+             + tl.load(add + a_pair + w * H + h, mask=mask).to(tl.float32))
     tl.store(dst_ptr + b * d_b + d * d_d + h * d_h + w * d_w,
              value.to(dst_ptr.dtype.element_ty), mask=mask)
 
 
-def _launch_pair_kernel(kernel, x: Tensor, src: Tensor, dst: Tensor, strides: tuple) -> None:
-    """Launch a pair kernel (``kernel(src, dst, D, H, W, *strides)``) over the tiles of the
+def _launch_pair_kernel(kernel, x: Tensor, maps: tuple, strides: tuple) -> None:
+    """Launch a pair kernel (``kernel(*maps, D, H, W, *strides)``) over the tiles of the
     ``(B, D, H, W)`` map ``x``: up to 16 x 16 positions and 4096 elements a tile."""
     batch, channels, height, width = x.shape
     if x.numel() == 0:
@@ -109,7 +113,7 @@ def _launch_pair_kernel(kernel, x: Tensor, src: Tensor, dst: Tensor, strides: tu
     tile_w = min(16, next_power_of_2(width))
     tile_d = min(next_power_of_2(channels), max(1, 4096 // (tile_h * tile_w)))
     grid = (batch * cdiv(channels, tile_d), cdiv(height, tile_h), cdiv(width, tile_w))
-    launch(kernel, grid, (src, dst, channels, height, width, *strides),
+    launch(kernel, grid, (*maps, channels, height, width, *strides),
            dict(TD=tile_d, TH=tile_h, TW=tile_w, num_warps=4))
 
 
@@ -134,20 +138,23 @@ def scan_orders_into(x: Tensor, out: Tensor) -> Tensor:
         Tensor: ``out``.
     """
     strides = (*x.stride(), *_pair_map_strides(out, x, 'scan_orders_into'))
-    _launch_pair_kernel(_scan_orders_kernel, x, x, out, strides)
+    _launch_pair_kernel(_scan_orders_kernel, x, (x, out), strides)
     return out
 
 
-def merge_orders_into(pair: Tensor, out: Tensor) -> Tensor:
-    """``out[b, d, h, w] = pair[b, 0, d, h*W + w] + pair[b, 1, d, w*H + h]``: the two scan
-    orders' maps (``(B, 2, D, S)``, unit position stride) added back into one ``(B, D, H, W)``
-    map of any strides (e.g. channels-last), in fp32, cast to ``out.dtype``.
+def merge_orders_into(pair: Tensor, addend: Tensor, out: Tensor) -> Tensor:
+    """``out[b, d, h, w] = p[b, 0, d, h*W + w] + p[b, 1, d, w*H + h]`` summed over ``p`` =
+    ``pair``, ``addend``: two pairs of scan-order maps (each ``(B, 2, D, >= H*W)`` with unit
+    position stride, any dtypes; the core's input gradient from the scans and from the x
+    projection) added back into one ``(B, D, H, W)`` map of any strides (e.g. channels-last),
+    in fp32, cast to ``out.dtype``.
 
     Returns:
         Tensor: ``out``.
     """
-    strides = (*_pair_map_strides(pair, out, 'merge_orders_into'), *out.stride())
-    _launch_pair_kernel(_merge_orders_kernel, out, pair, out, strides)
+    strides = (*_pair_map_strides(pair, out, 'merge_orders_into'),
+               *_pair_map_strides(addend, out, 'merge_orders_into'), *out.stride())
+    _launch_pair_kernel(_merge_orders_kernel, out, (pair, addend, out), strides)
     return out
 
 
