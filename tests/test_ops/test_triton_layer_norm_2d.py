@@ -142,9 +142,33 @@ def test_layer_norm_2d_rejects_non_4d():
         layer_norm_2d(torch.zeros(2, 3, 4), None, None)
 
 
+# NORM_TUNING variants the GPU tests run (the Python passes, which read the table).
+GPU_TUNINGS = {
+    'wide_8_warps': dict(tile_elements=8192, min_positions=16, fwd_warps=8, bwd_warps=8),
+    'min_positions_32_16_warps': dict(tile_elements=16384, min_positions=32, fwd_warps=16,
+                                      bwd_warps=16),
+}
+
+
+@pytest.fixture(params=['default', *GPU_TUNINGS])
+def norm_tuning(request):
+    """The default launch shape (C++ passes where built), or a ``NORM_TUNING`` variant through
+    the Python passes."""
+    from mmvmamba.ops.triton.host import CPP_PASSES
+    from mmvmamba.ops.triton.layer_norm_2d import NORM_TUNING
+
+    saved, saved_cpp = dict(NORM_TUNING), dict(CPP_PASSES)
+    if request.param != 'default':
+        NORM_TUNING.update(GPU_TUNINGS[request.param])
+        CPP_PASSES['layer_norm_2d'] = False
+    yield request.param
+    NORM_TUNING.update(saved)
+    CPP_PASSES.update(saved_cpp)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize('name', list(GPU_CASES))
-def test_layer_norm_2d_matches_reference_gpu(name):
+def test_layer_norm_2d_matches_reference_gpu(name, norm_tuning):
     from mmvmamba.ops.triton.layer_norm_2d import layer_norm_2d
 
     _check(relative_errors(GPU_CASES[name], layer_norm_2d, device='cuda'), GPU_CASES[name][5])

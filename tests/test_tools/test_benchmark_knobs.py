@@ -73,3 +73,30 @@ def test_core_shapes_of_an_arch(benchmark):
                                              (32, 1024, 14, 14, 32), (32, 2048, 7, 7, 64))
     with pytest.raises(ValueError, match="Unknown VMamba arch 'huge'"):
         benchmark.core_shapes('huge')
+
+
+def test_norm_shapes_and_tunings(benchmark):
+    from mmvmamba.ops.triton.layer_norm_2d import NORM_TUNING
+
+    assert benchmark.norm_shapes('small', 128)[:3] == [
+        ('block', 128, 96, 56), ('core_out', 128, 192, 56), ('block', 128, 192, 28)]
+    default, wide = benchmark.parse_norm_tunings('default/tile_elements=8192,bwd_warps=8')
+    assert default == NORM_TUNING
+    assert wide == dict(NORM_TUNING, tile_elements=8192, bwd_warps=8)
+    assert NORM_TUNING['tile_elements'] == 4096  # parsing leaves the table alone
+    with pytest.raises(SystemExit, match="--norm-tunings: unknown key 'warps'"):
+        benchmark.parse_norm_tunings('warps=8')
+
+
+def test_norm_blocks_follow_the_tuning(monkeypatch):
+    import importlib
+
+    layer_norm_2d = importlib.import_module('mmvmamba.ops.triton.layer_norm_2d')
+
+    assert layer_norm_2d._blocks(768, 49) == (1024, 4)
+    assert layer_norm_2d._blocks(96, 5) == (128, 8)  # never more positions than the map's
+    monkeypatch.setitem(layer_norm_2d.NORM_TUNING, 'min_positions', 16)
+    assert layer_norm_2d._blocks(768, 49) == (1024, 16)
+    assert layer_norm_2d._blocks(96, 5) == (128, 8)
+    monkeypatch.setitem(layer_norm_2d.NORM_TUNING, 'tile_elements', 65536)
+    assert layer_norm_2d._blocks(768, 49) == (1024, 64)

@@ -11,6 +11,12 @@ Sections (``--sections``, comma separated):
 - ``compile``: the same under ``torch.compile`` (VMamba with ``fullgraph=True``), compile time
   recorded.
 - ``resolution``: bf16 inference at batch 32 across 224-1024.
+- ``norm``: the Triton LayerNorm2d's forward and backward launchers alone (kernel time, the
+  backward's weight-gradient sum included) at ``--norm-arch``'s four stages at ``--batch``:
+  the blocks' norms (bf16, channels-last, ``dim`` channels) and the core's output norm (its
+  fp32 merged map, positions contiguous in padded rows, ``dim * ssm_ratio`` channels; the
+  output gradient bf16 channels-last), per launch shape in ``--norm-tunings`` (``NORM_TUNING``
+  values, ``/`` between variants; the Python passes, which read the table).
 - ``profile``: torch.profiler of ``--profile-models`` (default VMamba-T) inference and
   training, eager or compiled (``--profile-compiled``): GPU time per step by kernel category
   (scan, GEMM, norm, ...), the top CUDA kernels and the number launched per iteration.
@@ -285,6 +291,77 @@ def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
                                  dtype='bf16', batch=batch, size=shape, ms=ms,
                                  gpu_ms=kernel_ms(fn), peak_mib=peak))
     SCAN_TUNING.update(default_tuning)
+
+
+def parse_norm_tunings(spec: str) -> list[dict]:
+    """``'default/tile_elements=8192,bwd_warps=8'`` -> the ``NORM_TUNING`` tables to measure
+    (the default table first; unknown keys are an error)."""
+    from mmvmamba.ops.triton.layer_norm_2d import NORM_TUNING
+
+    default = dict(NORM_TUNING)
+    tunings = []
+    for item in filter(None, spec.split('/')):
+        tuning = set_knobs(dict(default), '' if item == 'default' else item, '--norm-tunings',
+                           int)
+        tunings.append(tuning)
+    return tunings or [default]
+
+
+def norm_shapes(arch: str, batch: int) -> list[tuple[str, int, int, int]]:
+    """``(kind, batch, channels, side)`` of the norms at each stage of ``arch`` (224 input):
+    'block' (``dim`` channels) and 'core_out' (``dim * ssm_ratio``)."""
+    from mmvmamba.models.backbones.vmamba import resolve_arch
+
+    settings = resolve_arch(arch)
+    shapes = []
+    for i, dim in enumerate(settings['dims']):
+        shapes.append(('block', batch, dim, 56 >> i))
+        shapes.append(('core_out', batch, int(dim * settings['ssm_ratio']), 56 >> i))
+    return shapes
+
+
+def norm_calls(kind: str, n: int, channels: int, side: int) -> tuple[str, dict]:
+    """The norm section's forward and backward launches at one shape (see
+    :func:`norm_shapes`), with the dtype of their input map."""
+    from mmvmamba.ops.triton.layer_norm_2d import ln2d_backward, ln2d_forward
+
+    length = side * side
+    gen = torch.Generator(device='cuda').manual_seed(0)
+    cl = torch.channels_last
+    grad = torch.randn(n, channels, side, side, device='cuda', generator=gen).to(
+        torch.bfloat16).contiguous(memory_format=cl).flatten(2)
+    if kind == 'block':
+        x, grad_dtype = grad.clone(), torch.bfloat16
+    else:  # the core's merged fp32 map, rows padded to a multiple of 16 positions
+        x = torch.randn(n, channels, -(-length // 16) * 16, device='cuda',
+                        generator=gen)[..., :length]
+        grad_dtype = torch.float32
+    out = torch.empty(n, channels, side, side, device='cuda', dtype=torch.bfloat16,
+                      memory_format=cl).flatten(2)
+    weight = torch.ones(channels, device='cuda')
+    _, stats = ln2d_forward(x, weight, weight, 1e-5, out)
+    grad_x = torch.empty_like(x, dtype=grad_dtype)
+    return str(x.dtype).replace('torch.', ''), dict(
+        fwd=lambda: ln2d_forward(x, weight, weight, 1e-5, out),
+        bwd=lambda: ln2d_backward(grad, x, weight, stats, grad_dtype, grad_x))
+
+
+def bench_norm(rows: list[dict], arch: str, batch: int, warmup: int, iters: int,
+               tunings: list[dict]) -> None:
+    from mmvmamba.ops.triton.layer_norm_2d import NORM_TUNING
+
+    default = dict(NORM_TUNING)
+    for kind, n, channels, side in norm_shapes(arch, batch):
+        dtype, calls = norm_calls(kind, n, channels, side)
+        for tuning in tunings:
+            NORM_TUNING.update(tuning)
+            name = ','.join(f'{k}={v}' for k, v in tuning.items() if v != default[k]) or 'default'
+            for mode, fn in calls.items():
+                ms, peak = time_cuda(fn, warmup, iters)
+                report(rows, row(section='norm', model=f'layer_norm_2d {kind}', variant=name,
+                                 mode=mode, dtype=dtype, batch=n, size=f'{channels}x{side}x{side}',
+                                 ms=ms, gpu_ms=kernel_ms(fn), peak_mib=peak))
+    NORM_TUNING.update(default)
 
 
 def bench_models(rows: list[dict], names: list[str], batch: int, warmup: int, iters: int,
@@ -598,6 +675,11 @@ def main() -> None:
                         help='fused-scan tunings to sweep: '
                         'block_d:block_l:warps:bwd_block_d:bwd_warps:min_programs'
                         '[:dt_dot[:rank_block[:stages]]],...')
+    parser.add_argument('--norm-arch', default='small',
+                        help='the VMamba arch whose stage shapes the norm section measures')
+    parser.add_argument('--norm-tunings', default='default',
+                        help="NORM_TUNING variants, '/' between them: "
+                        "'default/tile_elements=8192,bwd_warps=8'")
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument('--iters', type=int, default=30)
     parser.add_argument('--profile-size', type=int, default=224,
@@ -637,6 +719,9 @@ def main() -> None:
     if 'core' in sections:
         bench_core(rows, args.core_backends.split(','), args.warmup, args.iters,
                    parse_tunings(args.core_tunings), core_shapes(args.core_arch))
+    if 'norm' in sections:
+        bench_norm(rows, args.norm_arch, args.batch, args.warmup, args.iters,
+                   parse_norm_tunings(args.norm_tunings))
     if 'models' in sections:
         bench_models(rows, args.models.split(','), args.batch, args.warmup, args.iters, False)
     if 'resolution' in sections:

@@ -17,14 +17,19 @@ from .transpose import dense_2d, flat
 
 __all__ = ['layer_norm_2d', 'ln2d_forward', 'ln2d_backward']
 
-_TILE_ELEMENTS = 4096  # channels x positions held by one program
+#: Launch shape of the Python passes' kernels: ``tile_elements`` channels x positions held by
+#: one program, but at least ``min_positions`` positions (at most the map's); ``fwd_warps`` and
+#: ``bwd_warps`` per program. The defaults are the C++ passes' constants
+#: (``layer_norm_2d_blocks``, 4 warps; a test compares them); the other values are for
+#: ``benchmark.py --sections norm`` (the C++ passes do not read this table).
+NORM_TUNING = dict(tile_elements=4096, min_positions=1, fwd_warps=4, bwd_warps=4)
 
 
 def _blocks(channels: int, length: int) -> tuple[int, int]:
-    """Channels and positions per program (the C++ passes' ``layer_norm_2d_blocks`` does the
-    same arithmetic; a test compares them)."""
+    """Channels and positions per program (see :data:`NORM_TUNING`)."""
     block_c = next_power_of_2(channels)
-    block_p = max(1, min(next_power_of_2(length), _TILE_ELEMENTS // block_c))
+    block_p = min(next_power_of_2(length),
+                  max(1, NORM_TUNING['min_positions'], NORM_TUNING['tile_elements'] // block_c))
     return block_c, block_p
 
 
@@ -53,7 +58,7 @@ def ln2d_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: flo
     launch(layer_norm_2d_fwd_kernel, grid,
            (x, w, b, out, stats, channels, length, eps, *x.stride(), *out.stride()),
            dict(BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-                num_warps=4))
+                num_warps=NORM_TUNING['fwd_warps']))
     return out, stats
 
 
@@ -90,7 +95,8 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, stats: Ten
     launch(layer_norm_2d_bwd_kernel, grid,
            (grad_out, x, w, stats, grad_x, partial, channels, length, *grad_out.stride(),
             *x.stride(), *grad_x.stride()),
-           dict(BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None, num_warps=4))
+           dict(BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None,
+                num_warps=NORM_TUNING['bwd_warps']))
     return grad_x, partial.sum(0)
 
 
