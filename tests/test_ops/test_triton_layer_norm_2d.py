@@ -25,6 +25,15 @@ INTERPRETER_CASES = {
     'channels_last_bf16_padded': (2, 40, 3, 5, True, 'bf16', 'cl'),
     'strided_view': (2, 6, 4, 5, True, 'fp32', 'strided'),
 }
+# Cases run with a NORM_TUNING of their own (the Python passes): tiles of 2 positions
+# (BC = 8), 3 or 4 tiles per backward program, the last program's tiles partly or wholly past
+# the map (L = 21 in 11 tiles; L = 35 in 18).
+TUNED_CASES = {
+    'bwd_blocks_3_remainder': ((2, 5, 3, 7, True, 'fp32', 'nchw'),
+                               dict(tile_elements=16, bwd_blocks=3)),
+    'bwd_blocks_4_channels_last_bf16': ((2, 6, 5, 7, True, 'bf16', 'cl'),
+                                        dict(tile_elements=16, bwd_blocks=4)),
+}
 GPU_CASES = {
     'c96': (4, 96, 56, 56, True, 'fp32', 'nchw'),
     'c768_odd': (3, 768, 7, 9, True, 'fp32', 'nchw'),
@@ -97,13 +106,17 @@ def outputs_and_grads(case, norm_fn, seed=3):
 
 def _interpreter_worker():
     assert os.environ.get('TRITON_INTERPRET') == '1'
-    from mmvmamba.ops.triton.layer_norm_2d import layer_norm_2d
+    from mmvmamba.ops.triton.layer_norm_2d import NORM_TUNING, _LayerNorm2d, layer_norm_2d
 
     results = {name: relative_errors(case, layer_norm_2d, seed=i)
                for i, (name, case) in enumerate(INTERPRETER_CASES.items())}
+    default = dict(NORM_TUNING)
+    for name, (case, tuning) in TUNED_CASES.items():
+        NORM_TUNING.update(tuning)
+        results[name] = relative_errors(case, _LayerNorm2d.apply)
+        NORM_TUNING.update(default)
     # The C++ passes (mmvmamba._C.layer_norm_2d) against the Python ones, to the bit.
     from mmvmamba.ops.triton import host
-    from mmvmamba.ops.triton.layer_norm_2d import _LayerNorm2d
 
     cpp = host.interpreted_cpp_ops()
     cpp_equal = {}
@@ -128,6 +141,11 @@ def test_layer_norm_2d_matches_reference_interpreted(interpreted_results, name):
     _check(interpreted_results['cases'][name], INTERPRETER_CASES[name][5])
 
 
+@pytest.mark.parametrize('name', list(TUNED_CASES))
+def test_tuned_launch_shapes_match_reference_interpreted(interpreted_results, name):
+    _check(interpreted_results['cases'][name], TUNED_CASES[name][0][5])
+
+
 @pytest.mark.parametrize('name', CPP_CASES)
 def test_cpp_passes_equal_python_passes_interpreted(interpreted_results, name):
     """The C++ forward and backward give the Python passes' output and gradients to the bit."""
@@ -147,6 +165,7 @@ GPU_TUNINGS = {
     'wide_8_warps': dict(tile_elements=8192, min_positions=16, fwd_warps=8, bwd_warps=8),
     'min_positions_32_16_warps': dict(tile_elements=16384, min_positions=32, fwd_warps=16,
                                       bwd_warps=16),
+    'bwd_blocks_4': dict(bwd_blocks=4),
 }
 
 

@@ -19,10 +19,12 @@ __all__ = ['layer_norm_2d', 'ln2d_forward', 'ln2d_backward']
 
 #: Launch shape of the Python passes' kernels: ``tile_elements`` channels x positions held by
 #: one program, but at least ``min_positions`` positions (at most the map's); ``fwd_warps`` and
-#: ``bwd_warps`` per program. The defaults are the C++ passes' constants
-#: (``layer_norm_2d_blocks``, 4 warps; a test compares them); the other values are for
-#: ``benchmark.py --sections norm`` (the C++ passes do not read this table).
-NORM_TUNING = dict(tile_elements=4096, min_positions=1, fwd_warps=4, bwd_warps=4)
+#: ``bwd_warps`` per program; ``bwd_blocks`` such tiles of positions one backward program
+#: walks (its weight/bias partial sums written once, so fewer of them to sum). The defaults are
+#: the C++ passes' constants (``layer_norm_2d_blocks``, 4 warps, one block; a test compares
+#: them); the other values are for ``benchmark.py --sections norm`` (the C++ passes do not
+#: read this table).
+NORM_TUNING = dict(tile_elements=4096, min_positions=1, fwd_warps=4, bwd_warps=4, bwd_blocks=1)
 
 
 def _blocks(channels: int, length: int) -> tuple[int, int]:
@@ -82,7 +84,8 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, stats: Ten
     """
     batch, channels, length = x.shape
     block_c, block_p = _blocks(channels, length)
-    grid = (cdiv(length, block_p), batch)
+    per_program = NORM_TUNING['bwd_blocks']
+    grid = (cdiv(cdiv(length, block_p), per_program), batch)
     if out is None:
         grad_x = torch.empty_like(x, dtype=grad_dtype)  # x is dense: its strides are kept
     elif out.shape != x.shape or out.dtype != grad_dtype:
@@ -95,7 +98,7 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, stats: Ten
     launch(layer_norm_2d_bwd_kernel, grid,
            (grad_out, x, w, stats, grad_x, partial, channels, length, *grad_out.stride(),
             *x.stride(), *grad_x.stride()),
-           dict(BC=block_c, BP=block_p, HAS_WEIGHT=weight is not None,
+           dict(BC=block_c, BP=block_p, PB=per_program, HAS_WEIGHT=weight is not None,
                 num_warps=NORM_TUNING['bwd_warps']))
     return grad_x, partial.sum(0)
 

@@ -66,38 +66,47 @@ def layer_norm_2d_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, stats_ptr,
 @triton.jit
 def layer_norm_2d_bwd_kernel(gout_ptr, x_ptr, w_ptr, stats_ptr, gx_ptr, gwb_ptr,
                              C, L, g_sb, g_sc, g_sl, x_sb, x_sc, x_sl, gx_sb, gx_sc, gx_sl,
-                             BC: tl.constexpr, BP: tl.constexpr, HAS_WEIGHT: tl.constexpr):
-    """Input gradient, plus this program's partial weight/bias gradients.
+                             BC: tl.constexpr, BP: tl.constexpr, PB: tl.constexpr,
+                             HAS_WEIGHT: tl.constexpr):
+    """Input gradient, plus this program's partial weight/bias gradients, over ``PB``
+    consecutive blocks of ``BP`` positions; grid ``(cdiv(cdiv(L, BP), PB), B)``.
 
-    ``gwb`` is ``(B * cdiv(L, BP), 2, C)`` fp32: per program,
-    rows ``sum(gout * xhat)`` and ``sum(gout)`` over its positions; the caller sums over the
-    first axis.
+    ``gwb`` is ``(B * cdiv(cdiv(L, BP), PB), 2, C)`` fp32: per program, rows
+    ``sum(gout * xhat)`` and ``sum(gout)`` over its positions; the caller sums over the first
+    axis.
     """
     pid_p = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     chans = tl.arange(0, BC)
-    pos = pid_p * BP + tl.arange(0, BP)
     chan_ok = chans < C
-    pos_ok = pos < L
-    tile_ok = chan_ok[:, None] & pos_ok[None, :]
-    x = tl.load(x_ptr + _offsets(b, chans, pos, x_sb, x_sc, x_sl), mask=tile_ok,
-                other=0.0).to(tl.float32)
-    gout = tl.load(gout_ptr + _offsets(b, chans, pos, g_sb, g_sc, g_sl), mask=tile_ok,
-                   other=0.0).to(tl.float32)
-    mean_ptr, rstd_ptr = _stats_rows(stats_ptr, b, L, pos)
-    mean = tl.load(mean_ptr, mask=pos_ok, other=0.0)
-    rstd = tl.load(rstd_ptr, mask=pos_ok, other=0.0)
-    xhat = tl.where(tile_ok, (x - mean[None, :]) * rstd[None, :], 0.0)
     if HAS_WEIGHT:
-        g_xhat = gout * tl.load(w_ptr + chans, mask=chan_ok, other=0.0).to(tl.float32)[:, None]
-    else:
-        g_xhat = gout
-    mean_g = tl.sum(g_xhat, axis=0) / C
-    mean_gx = tl.sum(g_xhat * xhat, axis=0) / C
-    gx = (g_xhat - mean_g[None, :] - xhat * mean_gx[None, :]) * rstd[None, :]
-    tl.store(gx_ptr + _offsets(b, chans, pos, gx_sb, gx_sc, gx_sl),
-             gx.to(gx_ptr.dtype.element_ty), mask=tile_ok)
+        w = tl.load(w_ptr + chans, mask=chan_ok, other=0.0).to(tl.float32)[:, None]
+    sum_gxhat = tl.zeros((BC, ), dtype=tl.float32)
+    sum_g = tl.zeros((BC, ), dtype=tl.float32)
+    for block in range(PB):
+        pos = (pid_p * PB + block) * BP + tl.arange(0, BP)
+        pos_ok = pos < L
+        tile_ok = chan_ok[:, None] & pos_ok[None, :]
+        x = tl.load(x_ptr + _offsets(b, chans, pos, x_sb, x_sc, x_sl), mask=tile_ok,
+                    other=0.0).to(tl.float32)
+        gout = tl.load(gout_ptr + _offsets(b, chans, pos, g_sb, g_sc, g_sl), mask=tile_ok,
+                       other=0.0).to(tl.float32)
+        mean_ptr, rstd_ptr = _stats_rows(stats_ptr, b, L, pos)
+        mean = tl.load(mean_ptr, mask=pos_ok, other=0.0)
+        rstd = tl.load(rstd_ptr, mask=pos_ok, other=0.0)
+        xhat = tl.where(tile_ok, (x - mean[None, :]) * rstd[None, :], 0.0)
+        if HAS_WEIGHT:
+            g_xhat = gout * w
+        else:
+            g_xhat = gout
+        mean_g = tl.sum(g_xhat, axis=0) / C
+        mean_gx = tl.sum(g_xhat * xhat, axis=0) / C
+        gx = (g_xhat - mean_g[None, :] - xhat * mean_gx[None, :]) * rstd[None, :]
+        tl.store(gx_ptr + _offsets(b, chans, pos, gx_sb, gx_sc, gx_sl),
+                 gx.to(gx_ptr.dtype.element_ty), mask=tile_ok)
+        sum_gxhat += tl.sum(gout * xhat, axis=1)
+        sum_g += tl.sum(gout, axis=1)
 
     part = gwb_ptr + (b * tl.num_programs(0) + pid_p) * 2 * C + chans
-    tl.store(part, tl.sum(gout * xhat, axis=1), mask=chan_ok)
-    tl.store(part + C, tl.sum(gout, axis=1), mask=chan_ok)
+    tl.store(part, sum_gxhat, mask=chan_ok)
+    tl.store(part + C, sum_g, mask=chan_ok)
