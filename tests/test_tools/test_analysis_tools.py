@@ -64,3 +64,19 @@ def test_check_ddp_loss_config_is_deterministic(tmp_path):
     assert cfg.model.train_cfg.rpn.sampler.num >= 10**6
     assert cfg.model.train_cfg.rcnn.sampler.num >= 10**6
     assert any(h.type == 'LossTraceHook' and h.max_iters == 5 for h in cfg.custom_hooks)
+
+
+def test_triton_resources_reports_the_norm_kernels():
+    """Triton compiles for sm_90 without a GPU; the tool reports each LayerNorm2d kernel's
+    registers, spills and barriers (the channels-last block norm: no layout conversion)."""
+    import re
+
+    out = run([sys.executable, str(REPO / 'tools/analysis/triton_resources.py'), '--norm',
+               'block', '--channels', '96', '--positions', '32', '--warps', '4'],
+              cwd=REPO, env=tool_env(threads=2)).stdout
+    reports = dict(re.findall(r'^block (fwd|bwd): (.*)$', out, re.M))
+    assert set(reports) == {'fwd', 'bwd'}, out
+    for report in reports.values():
+        registers, stack = map(int, re.match(r'registers (\d+), stack (\d+) B', report).groups())
+        assert 0 < registers <= 255 and stack == 0
+        assert '0 tile layout conversions' in report and 'scan layout' not in report

@@ -1,4 +1,5 @@
-"""Registers, spills and SASS instruction mix of the fused SS2D scan kernels, without a GPU.
+"""Registers, spills and SASS instruction mix of the fused SS2D scan kernels (or, with
+``--norm``, the LayerNorm2d kernels), without a GPU.
 
 Triton compiles for a named target (sm_90 by default) on any machine; the ptxas / cuobjdump it
 ships report each kernel's registers and stack (spill) bytes and disassemble it. Use it to
@@ -7,6 +8,8 @@ check a kernel change before spending device time (``docs/benchmarks.md`` lists 
 Example::
 
     python tools/analysis/triton_resources.py --block-d 4 --block-l 64 --rank 6 --warps 2
+    python tools/analysis/triton_resources.py --norm core_out --channels 768 --positions 4 \
+        --warps 4 --bwd-blocks 1
 """
 from __future__ import annotations
 
@@ -21,29 +24,48 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from mmvmamba.ops.triton.layer_norm_2d_kernels import (
+    layer_norm_2d_bwd_kernel,
+    layer_norm_2d_fwd_kernel,
+)
 from mmvmamba.ops.triton.ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
 
 HALF_POINTERS = ('x_ptr', 'xt_ptr', 'proj_ptr', 'gz_ptr')  # in the activation's dtype
 
+#: The LayerNorm2d's two uses: the blocks' norms (bf16 maps, channels-last: channel stride 1)
+#: and the fused core's output norm (its fp32 merged map, positions contiguous in rows padded
+#: to 16; the output gradient bf16 channels-last). Per use: pointer dtypes, the strides
+#: that are 1 (Triton specialises them), and the ints a launch finds 16-divisible (at
+#: VMamba's channel counts; L = H*W is left unspecialised).
+NORM_USES = {
+    'block': (dict(x_ptr='bf16', out_ptr='bf16', gout_ptr='bf16', gx_ptr='bf16'),
+              ('x_sc', 'o_sc', 'g_sc', 'gx_sc'),
+              ('C', 'x_sb', 'x_sl', 'o_sb', 'o_sl', 'g_sb', 'g_sl', 'gx_sb', 'gx_sl')),
+    'core_out': (dict(out_ptr='bf16', gout_ptr='bf16'), ('x_sl', 'o_sc', 'g_sc', 'gx_sl'),
+                 ('C', 'x_sb', 'x_sc', 'o_sb', 'o_sl', 'g_sb', 'g_sl', 'gx_sb', 'gx_sc')),
+}
 
-def inspect(kernel, constexprs: dict, args: argparse.Namespace) -> str:
+
+def inspect(kernel, constexprs: dict, args: argparse.Namespace, pointer_dtypes: dict,
+            ones: tuple = (), divisible: tuple = ()) -> str:
     """Compile ``kernel`` for the target; its argument types come from its own parameter list:
-    ``*_ptr`` are pointers (``HALF_POINTERS`` in ``--dtype``, the rest fp32), other
-    non-constexpr parameters int32. Also reports the layout of the scans' tiles (see
-    ``ss2d_scan``: consecutive steps per lane, a row within one warp, is the fast one)."""
+    ``*_ptr`` are pointers (in ``pointer_dtypes``, else fp32), the parameters in ``ones`` the
+    constant 1, ``eps`` fp32, other non-constexpr parameters int32 (those in ``divisible``
+    16-divisible, as a launch specialises them; pointers from torch allocations always are).
+    Also reports the layout of a scan's tiles where the kernel scans (see ``ss2d_scan``:
+    consecutive steps per lane, a row within one warp, is the fast one)."""
     signature = {}
     for param in kernel.params:
         name = param.name
-        if param.is_constexpr:
+        if param.is_constexpr or name in ones:
             signature[name] = 'constexpr'
         elif name.endswith('_ptr'):
-            signature[name] = '*' + (args.dtype if name in HALF_POINTERS else 'fp32')
+            signature[name] = '*' + pointer_dtypes.get(name, 'fp32')
         else:
-            signature[name] = 'i32'
-    # As a launch specialises them: pointers from torch allocations and the row stride S (a
-    # multiple of 16 by construction) are 16-divisible; L is left unspecialised (196, 49, ...).
+            signature[name] = 'fp32' if name == 'eps' else 'i32'
     aligned = {(i, ): [['tt.divisibility', 16]] for i, param in enumerate(kernel.params)
-               if param.name.endswith('_ptr') or param.name == 'S'}
+               if param.name.endswith('_ptr') or param.name in divisible}
+    constexprs = dict(constexprs, **{name: 1 for name in ones if name in signature})
     compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs,
                                         attrs=aligned),
                               target=GPUTarget('cuda', args.arch, 32),
@@ -65,10 +87,24 @@ def inspect(kernel, constexprs: dict, args: argparse.Namespace) -> str:
                               re.M))
     scan = re.search(r'"tt\.scan".*?tensor<\d+x\d+xf32, (#blocked\d*)>', ttgir, re.S)
     converts = len(re.findall(r'ttg\.convert_layout %\S+ : tensor<\d+x\d+x', ttgir))
+    barriers = sum(op in ('BAR', 'BAR.SYNC') for op in ops)
     return (f'registers {resources.group(1)}, stack {resources.group(2)} B, '
             f'{len(ops)} instructions: ' + ', '.join(f'{op} {n}' for op, n in mix)
-            + f'; scan layout {layouts.get(scan.group(1)) if scan else "?"}, '
-            f'{converts} tile layout conversions')
+            + (f'; scan layout {layouts.get(scan.group(1)) if scan else "?"}' if 'tt.scan' in ttgir
+               else '')
+            + f'; {converts} tile layout conversions, {barriers} barriers')
+
+
+def inspect_norm(args: argparse.Namespace) -> None:
+    """The LayerNorm2d kernels at ``--channels`` (padded to a power of two) x ``--positions``
+    per tile, for the use ``--norm``."""
+    pointer_dtypes, ones, divisible = NORM_USES[args.norm]
+    base = dict(BC=triton.next_power_of_2(args.channels), BP=args.positions, HAS_WEIGHT=True)
+    kernels = (('fwd', layer_norm_2d_fwd_kernel, dict(base, HAS_BIAS=True)),
+               ('bwd', layer_norm_2d_bwd_kernel, dict(base, PB=args.bwd_blocks)))
+    for name, kernel, constexprs in kernels:
+        report = inspect(kernel, constexprs, args, pointer_dtypes, ones, divisible)
+        print(f'{args.norm} {name}: {report}')  # noqa: T201 (CLI)
 
 
 def main() -> None:
@@ -83,9 +119,19 @@ def main() -> None:
     parser.add_argument('--stages', type=int, default=1,
                         help='software pipelining depth of the chunk loops (1: none)')
     parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp16', 'fp32'])
+    parser.add_argument('--norm', choices=sorted(NORM_USES),
+                        help='inspect the LayerNorm2d kernels for this use instead of the scan')
+    parser.add_argument('--channels', type=int, default=96, help='--norm: channels C')
+    parser.add_argument('--positions', type=int, default=32,
+                        help='--norm: positions per tile (BP)')
+    parser.add_argument('--bwd-blocks', type=int, default=1,
+                        help="--norm: tiles per backward program (NORM_TUNING['bwd_blocks'])")
     parser.add_argument('--arch', type=int, default=90)
     parser.add_argument('--top', type=int, default=10, help='instruction kinds shown')
     args = parser.parse_args()
+    if args.norm:
+        inspect_norm(args)
+        return
     base = dict(R=args.rank, RP=max(16, triton.next_power_of_2(args.rank)), BD=args.block_d,
                 BL=args.block_l, DT_DOT=args.dt_dot, RB=args.rank_block,
                 NS=args.stages)
@@ -94,7 +140,10 @@ def main() -> None:
                 (' paired', dict(SUMMARY=False, PAIRED=True)))
     for name, kernel in (('fwd', ss2d_scan_fwd_kernel), ('bwd', ss2d_scan_bwd_kernel)):
         for label, flags in variants:
-            report = inspect(kernel, dict(base, **flags), args)
+            # Pointers in --dtype where the activation's dtype applies; the row stride S is
+            # 16-divisible by construction; L is left unspecialised (196, 49, ...).
+            report = inspect(kernel, dict(base, **flags), args,
+                             dict.fromkeys(HALF_POINTERS, args.dtype), divisible=('S', ))
             print(f'{name}{label}: {report}')  # noqa: T201 (CLI)
 
 
