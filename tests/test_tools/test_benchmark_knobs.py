@@ -100,3 +100,11 @@ def test_norm_blocks_follow_the_tuning(monkeypatch):
     assert layer_norm_2d._blocks(96, 5) == (128, 8)
     monkeypatch.setitem(layer_norm_2d.NORM_TUNING, 'tile_elements', 65536)
     assert layer_norm_2d._blocks(768, 49) == (1024, 64)
+
+
+def test_modes_are_parsed_and_checked(benchmark):
+    assert benchmark.parse_modes('train') == ('train', )
+    assert benchmark.parse_modes('infer,train') == tuple(benchmark.MODES)
+    for bad in ('training', ''):
+        with pytest.raises(SystemExit, match='--modes: unknown or none'):
+            benchmark.parse_modes(bad)

@@ -6,8 +6,8 @@ Sections (``--sections``, comma separated):
   forward and forward+backward, at VMamba-T's four stage shapes (batch 32) and the detection
   shape (batch 2, 96 ch, 200x320), per ss2d_core backend (``--core-backends``).
 - ``models``: whole classifiers at ``--batch`` x 224: bf16-autocast inference and
-  fp16-autocast training (forward + cross-entropy + backward, no optimizer step) img/s and peak
-  memory, eager.
+  fp16-autocast training (forward + cross-entropy + backward, no optimizer step; ``--modes``
+  picks them, default both) img/s and peak memory, eager.
 - ``compile``: the same under ``torch.compile`` (VMamba with ``fullgraph=True``), compile time
   recorded.
 - ``resolution``: bf16 inference at batch 32 across 224-1024.
@@ -364,12 +364,22 @@ def bench_norm(rows: list[dict], arch: str, batch: int, warmup: int, iters: int,
     NORM_TUNING.update(default)
 
 
+def parse_modes(spec: str) -> tuple[str, ...]:
+    """``'train'`` or ``'infer,train'`` -> the :data:`MODES` to measure (unknown: an error)."""
+    modes = tuple(filter(None, spec.split(',')))
+    unknown = set(modes) - set(MODES)
+    if unknown or not modes:
+        raise SystemExit(f'--modes: unknown or none {sorted(unknown)}; modes: {sorted(MODES)}')
+    return modes
+
+
 def bench_models(rows: list[dict], names: list[str], batch: int, warmup: int, iters: int,
-                 compiled: bool) -> None:
+                 compiled: bool, modes: tuple[str, ...] = tuple(MODES)) -> None:
     for name in names:
         torch.manual_seed(0)
         model = build_model(name).cuda()
-        for mode, (dtype, dtype_name, make) in MODES.items():
+        for mode in modes:
+            dtype, dtype_name, make = MODES[mode]
             target = model
             compile_s = ''
             if compiled:
@@ -665,6 +675,8 @@ def main() -> None:
     parser.add_argument('--models', default='vmamba_tiny,vmamba_small,vmamba_base,'
                         'swin_tiny_patch4_window7_224,convnext_tiny')
     parser.add_argument('--compile-models', default='vmamba_tiny')
+    parser.add_argument('--modes', default='infer,train',
+                        help='the modes the models and compile sections measure')
     parser.add_argument('--resolution-models',
                         default='vmamba_tiny,swin_tiny_patch4_window7_224,convnext_tiny')
     parser.add_argument('--core-backends', default='fused')
@@ -701,6 +713,7 @@ def main() -> None:
                         'ss2d_core=1,layer_norm_2d=0 (see host.CPP_PASSES; recorded in the '
                         'environment JSON)')
     args = parser.parse_args()
+    modes = parse_modes(args.modes)
     if not torch.cuda.is_available():
         raise SystemExit('benchmark.py needs a CUDA device')
     torch.backends.cudnn.benchmark = False
@@ -723,13 +736,14 @@ def main() -> None:
         bench_norm(rows, args.norm_arch, args.batch, args.warmup, args.iters,
                    parse_norm_tunings(args.norm_tunings))
     if 'models' in sections:
-        bench_models(rows, args.models.split(','), args.batch, args.warmup, args.iters, False)
+        bench_models(rows, args.models.split(','), args.batch, args.warmup, args.iters, False,
+                     modes)
     if 'resolution' in sections:
         bench_resolution(rows, args.resolution_models.split(','), max(3, args.warmup // 2),
                          max(10, args.iters // 2))
     if 'compile' in sections:
         bench_models(rows, args.compile_models.split(','), args.batch, args.warmup, args.iters,
-                     True)
+                     True, modes)
     if 'host' in sections:
         bench_host(rows, args.out, args.host_models.split(','), args.host_batch, args.host_steps)
     if 'profile' in sections:
