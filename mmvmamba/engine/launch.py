@@ -6,6 +6,7 @@ decides which library builds the model.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import os.path as osp
@@ -138,12 +139,19 @@ def setup_cpu_distributed(cfg: Config) -> bool:
 
 
 def close_process_group() -> None:
-    """Destroy the default process group, if one is set up, before the process exits. Left to
-    the interpreter's teardown, gloo's threads made a CPU rank abort at exit now and then
-    ("terminate called without an active exception": 6 of 47 runs of the two-process
-    ``tools/dist_test.sh`` test)."""
+    """Destroy the process groups, if set up, and free them before the process exits.
+
+    ``destroy_process_group`` only unregisters them: the Runner's reference cycles (its DDP
+    wrapper's reducer holds the group) kept a gloo group and its threads alive into the
+    interpreter's teardown, where a worker thread freeing a tensor could not take the GIL and
+    the rank aborted ("terminate called without an active exception"; 1-2 of 30 runs of the
+    two-process ``tools/dist_test.sh`` test, core dump: a ``ProcessGroupGloo::runLoop`` thread
+    in ``PyThread_exit_thread`` during ``Py_FinalizeEx``). A garbage collection right after
+    frees the groups, joining their threads, while the interpreter is whole.
+    """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
 
 
 def _sync_bn_to_bn(node) -> int:

@@ -186,3 +186,39 @@ def test_amp_training_on_gpu(workspace):
     log = next(work_dir.glob('*/*.log')).read_text()
     assert 'AmpOptimWrapper' in log
     assert (work_dir / 'epoch_1.pth').is_file()
+
+
+CLOSE_GROUP_SCRIPT = '''
+import os, sys
+import torch
+import torch.distributed as dist
+from mmvmamba.engine.launch import close_process_group
+
+def threads():
+    return len(os.listdir('/proc/self/task'))
+
+os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=sys.argv[1])
+torch.nn.functional.linear(torch.ones(2, 2), torch.ones(2, 2))  # torch's own threads first
+before = threads()
+dist.init_process_group('gloo', rank=0, world_size=1)
+holder = {'model': torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))}
+holder['self'] = holder  # a reference cycle holding the group, as the Runner's
+del holder
+during = threads()
+close_process_group()
+print('THREADS', before, during, threads())
+'''
+
+
+@pytest.mark.skipif(not Path('/proc/self/task').is_dir(), reason='counts threads in /proc')
+def test_close_process_group_joins_the_groups_threads(tmp_path):
+    """The tools' last call frees a gloo group still held by a reference cycle (as the Runner's
+    DDP wrapper holds it), so no group thread outlives the interpreter (a rank aborted at exit
+    when one did)."""
+    script = tmp_path / 'close_group.py'
+    script.write_text(CLOSE_GROUP_SCRIPT)
+    proc = run([sys.executable, str(script), str(free_port())], cwd=tmp_path,
+               env=tool_env(threads=1))
+    before, during, after = map(int, proc.stdout.split('THREADS')[1].split())
+    assert during > before  # the group's threads ran
+    assert after == before, (before, during, after)
