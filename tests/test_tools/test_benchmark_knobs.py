@@ -108,3 +108,12 @@ def test_modes_are_parsed_and_checked(benchmark):
     for bad in ('training', ''):
         with pytest.raises(SystemExit, match='--modes: unknown or none'):
             benchmark.parse_modes(bad)
+
+
+def test_kernel_list_keeps_full_names_per_step(benchmark):
+    long_name = 'void at::native::elementwise_kernel<128, 4, ' + 'x' * 100 + 'MulFunctor>'
+    kernels = [('small', 1000.0, 10), (long_name, 9000.0, 15), ('mid', 5000.0, 5)]
+    lines = benchmark.kernel_list(kernels, steps=5, limit=2).splitlines()
+    assert len(lines) == 3  # header and the two longest
+    assert lines[1].split(None, 2) == ['1.800', '3.0', long_name]
+    assert lines[2].split() == ['1.000', '1.0', 'mid']

@@ -19,7 +19,8 @@ Sections (``--sections``, comma separated):
   values, ``/`` between variants; the Python passes, which read the table).
 - ``profile``: torch.profiler of ``--profile-models`` (default VMamba-T) inference and
   training, eager or compiled (``--profile-compiled``): GPU time per step by kernel category
-  (scan, GEMM, norm, ...), the top CUDA kernels and the number launched per iteration.
+  (scan, GEMM, norm, ...), the top CUDA kernels (a table, then the top 40 by full name) and
+  the number launched per iteration.
 - ``host``: the host's time per eager step (``--host-batch``, default 2, so that the GPU keeps
   up and the wall time of back-to-back steps is what the Python side needs to issue them), per
   model, inference and training (median of 5 runs); a ``cProfile`` of VMamba-T's training
@@ -462,6 +463,16 @@ def category_table(kernels: list[tuple[str, float]], steps: int) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def kernel_list(kernels: list[tuple[str, float, int]], steps: int, limit: int = 40) -> str:
+    """The ``limit`` kernels with the most GPU time, by full name (the profiler's table cuts
+    names, and ATen's elementwise kernels differ only past the cut): ``kernels`` are ``(name,
+    self device time in us over steps, calls over steps)``; per step: ms and calls."""
+    lines = [f'{"ms/step":>8} {"calls":>6}  kernel (full name)']
+    for name, us, calls in sorted(kernels, key=lambda k: -k[1])[:limit]:
+        lines.append(f'{us / steps / 1e3:8.3f} {calls / steps:6.1f}  {name}')
+    return '\n'.join(lines) + '\n'
+
+
 def profile_model(out_dir: str, name: str, batch: int, size: int = 224,
                   modes: tuple[str, ...] = ('infer', 'train'), compiled: bool = False) -> None:
     """torch.profiler of one model (bf16 inference and/or fp16-AMP training, eager or under
@@ -487,7 +498,9 @@ def profile_model(out_dir: str, name: str, batch: int, size: int = 224,
                  f'kernel category (5 steps):\n{category_table(kernels, 5)}\n')
         table += events.table(sort_by='self_device_time_total', row_limit=25,
                               max_name_column_width=70)
-        table += f'\nkernels launched per iteration: {kernels_per_step(prof, 5):.0f}\n'
+        table += f'\nkernels launched per iteration: {kernels_per_step(prof, 5):.0f}\n\n'
+        table += kernel_list([(e.key, e.self_device_time_total, e.count) for e in events
+                              if e.self_device_time_total > 0], 5)
         title = f'profile_{name}_{variant}_{mode}_{size}_b{batch}'
         with open(os.path.join(out_dir, f'{title}.txt'), 'w') as f:
             f.write(table)
