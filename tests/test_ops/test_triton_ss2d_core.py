@@ -189,6 +189,7 @@ def _interpreter_worker():
     custom_op = dict(relative_errors(INTERPRETER_CASES['channels_last_segments'][:-1],
                                      lambda *args: _core_fwd(*args, 1e-5)[0], seed=7,
                                      channels_last=True))
+    opcheck = _opcheck_custom_ops(*INTERPRETER_CASES['channels_last_segments'][:5])
     # The C++ passes against the Python ones: the same kernels and ATen ops in the same order.
     from mmvmamba.ops.triton import host
     from mmvmamba.ops.triton.ss2d_core import _Core, ss2d_core_cpp
@@ -211,7 +212,30 @@ def _interpreter_worker():
         cpp_equal[f'{name} (no autograd)'] = _plain_passes_equal(cpp, case[:-1],
                                                                  name.startswith('chan'))
     print('RESULTS ' + json.dumps(dict(cases=results, custom_op=custom_op,  # noqa: T201 (read by the parent test)
-                                       cpp_equal=cpp_equal)))
+                                       cpp_equal=cpp_equal, opcheck=opcheck)))
+
+
+def _opcheck_custom_ops(batch, inner, height, width, rank):
+    """``torch.library.opcheck`` (schema, and the fake implementations against the real ones:
+    shapes, strides, dtypes) of the forward and backward custom ops, on channels-last maps;
+    per op 'ok' or the error."""
+    from mmvmamba.ops.triton.ss2d_core import _core_bwd, _core_fwd
+
+    x, params = make_core_inputs(batch, inner, height, width, rank, seed=9)
+    x = x.contiguous(memory_format=torch.channels_last)
+    p = list(params.values())
+    outputs = _core_fwd(x, *p, 1e-5)
+    grad = torch.randn(x.shape).contiguous(memory_format=torch.channels_last)
+    calls = {'fwd': (_core_fwd, (x, *p, 1e-5)),
+             'bwd': (_core_bwd, (grad, x, *p[:-1], *outputs[1:]))}
+    checked = {}
+    for name, (op, args) in calls.items():
+        try:
+            torch.library.opcheck(op, args, test_utils=('test_schema', 'test_faketensor'))
+            checked[name] = 'ok'
+        except Exception as err:  # reported to the parent test, which fails on it
+            checked[name] = repr(err)[:2000]
+    return checked
 
 
 def _plain_passes_equal(cpp, case, channels_last):
@@ -259,6 +283,12 @@ def test_fused_core_matches_reference_interpreted(interpreted_results, name):
 
 def test_custom_op_path_matches_reference_interpreted(interpreted_results):
     _check(interpreted_results['custom_op'], 'fp32')
+
+
+def test_custom_ops_fake_implementations_match_interpreted(interpreted_results):
+    """What torch.compile traces with: each custom op's fake implementation gives the real
+    one's shapes, strides and dtypes (``torch.library.opcheck``)."""
+    assert interpreted_results['opcheck'] == {'fwd': 'ok', 'bwd': 'ok'}
 
 
 @pytest.mark.parametrize('name', CPP_CASES)
