@@ -63,17 +63,23 @@ FIELDS = ('section', 'model', 'variant', 'mode', 'dtype', 'batch', 'size', 'ms',
           'img_per_s', 'peak_mib', 'compile_s', 'note')
 
 
-def core_shapes(arch: str) -> tuple[tuple[int, int, int, int, int], ...]:
-    """The core section's shapes for ``--core-arch``: 'tiny' (:data:`CORE_SHAPES`) or the four
-    stage shapes of another VMamba arch at batch 32 (inner channels ``dim * ssm_ratio``, dt
-    rank ``ceil(dim / 16)``)."""
-    if arch == 'tiny':
-        return CORE_SHAPES
+def stage_shapes(arch: str) -> list[tuple[int, int, int]]:
+    """``(dim, inner channels dim * ssm_ratio, side)`` of each stage of a VMamba arch at a
+    224 input (sides 56, 28, 14, 7)."""
     from mmvmamba.models.backbones.vmamba import resolve_arch
 
     settings = resolve_arch(arch)
-    return tuple((32, int(dim * settings['ssm_ratio']), 56 >> i, 56 >> i, math.ceil(dim / 16))
-                 for i, dim in enumerate(settings['dims']))
+    return [(dim, int(dim * settings['ssm_ratio']), 56 >> i)
+            for i, dim in enumerate(settings['dims'])]
+
+
+def core_shapes(arch: str) -> tuple[tuple[int, int, int, int, int], ...]:
+    """The core section's shapes for ``--core-arch``: 'tiny' (:data:`CORE_SHAPES`) or the four
+    stage shapes of another VMamba arch at batch 32 (dt rank ``ceil(dim / 16)``)."""
+    if arch == 'tiny':
+        return CORE_SHAPES
+    return tuple((32, inner, side, side, math.ceil(dim / 16))
+                 for dim, inner, side in stage_shapes(arch))
 
 
 class VMambaClassifier(nn.Module):
@@ -311,13 +317,9 @@ def parse_norm_tunings(spec: str) -> list[dict]:
 def norm_shapes(arch: str, batch: int) -> list[tuple[str, int, int, int]]:
     """``(kind, batch, channels, side)`` of the norms at each stage of ``arch`` (224 input):
     'block' (``dim`` channels) and 'core_out' (``dim * ssm_ratio``)."""
-    from mmvmamba.models.backbones.vmamba import resolve_arch
-
-    settings = resolve_arch(arch)
     shapes = []
-    for i, dim in enumerate(settings['dims']):
-        shapes.append(('block', batch, dim, 56 >> i))
-        shapes.append(('core_out', batch, int(dim * settings['ssm_ratio']), 56 >> i))
+    for dim, inner, side in stage_shapes(arch):
+        shapes += [('block', batch, dim, side), ('core_out', batch, inner, side)]
     return shapes
 
 
@@ -448,11 +450,12 @@ def kernel_category(name: str) -> str:
     return 'other'
 
 
-def category_table(kernels: list[tuple[str, float]], steps: int) -> str:
+def category_table(kernels: list[tuple], steps: int) -> str:
     """GPU time per step by kernel category: ``kernels`` are ``(name, self device time in us
-    over steps)``; rows sorted by time, with their share of the total."""
+    over steps, ...)`` (as :func:`kernel_list`'s); rows sorted by time, with their share of
+    the total."""
     totals: dict[str, float] = {}
-    for name, us in kernels:
+    for name, us, *_ in kernels:
         category = kernel_category(name)
         totals[category] = totals.get(category, 0.0) + us / steps / 1e3
     whole = sum(totals.values()) or 1.0
@@ -492,15 +495,14 @@ def profile_model(out_dir: str, name: str, batch: int, size: int = 224,
         torch.cuda.synchronize()
         prof = profiled(step, 5)
         events = prof.key_averages()
-        kernels = [(e.key, e.self_device_time_total) for e in events
+        kernels = [(e.key, e.self_device_time_total, e.count) for e in events
                    if e.self_device_time_total > 0]
         table = (f'{name} {variant} {mode} {size}x{size} batch {batch}, GPU time per step by '
                  f'kernel category (5 steps):\n{category_table(kernels, 5)}\n')
         table += events.table(sort_by='self_device_time_total', row_limit=25,
                               max_name_column_width=70)
         table += f'\nkernels launched per iteration: {kernels_per_step(prof, 5):.0f}\n\n'
-        table += kernel_list([(e.key, e.self_device_time_total, e.count) for e in events
-                              if e.self_device_time_total > 0], 5)
+        table += kernel_list(kernels, 5)
         title = f'profile_{name}_{variant}_{mode}_{size}_b{batch}'
         with open(os.path.join(out_dir, f'{title}.txt'), 'w') as f:
             f.write(table)
