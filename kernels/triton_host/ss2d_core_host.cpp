@@ -171,7 +171,7 @@ Tensor segment_scratch(const Tensor& seg_decay, const ScanConfig& cfg) {
   return cfg.segments > 1 ? at::empty_like(seg_decay) : seg_decay;
 }
 
-// The forward (`_forward`): ``out, proj, y, stats, states, seg_decay``. ``config``: the
+// The forward (`_forward`): ``out, proj, y, stats, states, seg_decay, xs``. ``config``: the
 // `ScanConfig` fields as ints, then `paired`.
 std::vector<Tensor> core_forward(const Tensor& x, const Tensor& x_proj_weight,
                                  const Tensor& dt_projs_weight, const Tensor& dt_projs_bias,
@@ -204,12 +204,13 @@ std::vector<Tensor> core_forward(const Tensor& x, const Tensor& x_proj_weight,
   transpose_into(valid(yt, length), y_valid, height, width, /*accumulate=*/true);
   const Tensor out = at::empty_like(x);
   const Tensor stats = ln2d_forward(y_valid, out_norm_weight, out_norm_bias, eps, flat(out));
-  return {out, proj, y, stats, states, seg_decay};
+  return {out, proj, y, stats, states, seg_decay, xs};
 }
 
 // The backward (`_backward`): gradients of x and the two projection weights, of the dt bias,
 // A_logs and Ds as one ``(3, 4, D)`` fp32 tensor, of the out-norm's weight and bias as ``(2, D)``.
-std::vector<Tensor> core_backward(const Tensor& grad_out, const Tensor& x,
+// ``xs``: the forward's pair of scan orders of x; x's shape and layout are the output gradient's.
+std::vector<Tensor> core_backward(const Tensor& grad_output, const Tensor& xs,
                                   const Tensor& x_proj_weight, const Tensor& dt_projs_weight,
                                   const Tensor& dt_projs_bias, const Tensor& A_logs,
                                   const Tensor& Ds, const Tensor& out_norm_weight,
@@ -218,22 +219,23 @@ std::vector<Tensor> core_backward(const Tensor& grad_out, const Tensor& x,
                                   const std::vector<int64_t>& config) {
   const ScanConfig cfg = ScanConfig::from(config);
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  const int64_t batch = x.size(0), inner = x.size(1), height = x.size(2), width = x.size(3);
+  const Tensor grad_out = dense_2d(grad_output);
+  const int64_t batch = grad_out.size(0), inner = grad_out.size(1), height = grad_out.size(2),
+                width = grad_out.size(3);
   const int64_t length = height * width;
   const int64_t rows = rank + 2;
   // The output gradient through the norm, in both scan orders: (B, 2, D, S).
-  const Tensor grad_ys = at::empty({batch, 2, inner, row_stride(length)}, f32(x));
+  const Tensor grad_ys = at::empty({batch, 2, inner, row_stride(length)}, f32(xs));
   const Tensor grad_valid = valid(grad_ys, length);
   const Tensor grad_y = grad_valid.select(1, 0), grad_yt = grad_valid.select(1, 1);
   const Tensor grad_norm =
-      ln2d_backward(flat(dense_2d(grad_out)), valid(y, length), out_norm_weight, stats, grad_y);
+      ln2d_backward(flat(grad_out), valid(y, length), out_norm_weight, stats, grad_y);
   transpose_into(grad_y, grad_yt, width, height, /*accumulate=*/false);
-  const Tensor xs = scan_inputs(x);
-  const Tensor grad_xs = new_map({batch, 2, inner, row_stride(length)}, f32(x), !cfg.paired);
-  const Tensor grad_proj = at::zeros({batch, kDirections * rows, row_stride(length)}, f32(x));
+  const Tensor grad_xs = new_map({batch, 2, inner, row_stride(length)}, f32(xs), !cfg.paired);
+  const Tensor grad_proj = at::zeros({batch, kDirections * rows, row_stride(length)}, f32(xs));
   const int64_t stride = grad_proj.size(2);
-  Tensor grad_z = at::empty({batch, kDirections, inner, stride}, x.options());
-  const Tensor grad_chan = at::empty({3, batch, kDirections, cfg.segments, inner}, f32(x));
+  Tensor grad_z = at::empty({batch, kDirections, inner, stride}, xs.options());
+  const Tensor grad_chan = at::empty({3, batch, kDirections, cfg.segments, inner}, f32(xs));
   const Tensor wdt = dt_projs_weight.contiguous(), bias = dt_projs_bias.contiguous(),
                a_logs = A_logs.contiguous(), ds = Ds.contiguous();
   const Tensor seg_carry = segment_scratch(seg_decay, cfg);
@@ -246,7 +248,7 @@ std::vector<Tensor> core_backward(const Tensor& grad_out, const Tensor& x,
   // The dt projection's input and weight gradients (see `_backward`).
   const int64_t slots = kDirections * batch;
   grad_proj.view({slots, rows, stride})
-      .add_(at::bmm(slot_dt_weights(dt_projs_weight, batch, x.scalar_type()),
+      .add_(at::bmm(slot_dt_weights(dt_projs_weight, batch, xs.scalar_type()),
                     grad_z.view({slots, inner, stride})));
   const Tensor proj_t = valid(proj.view({batch, kDirections, rows, stride}), length).transpose(2, 3);
   const Tensor grad_wdt = at::matmul(valid(grad_z, length), proj_t)
@@ -254,13 +256,13 @@ std::vector<Tensor> core_backward(const Tensor& grad_out, const Tensor& x,
                               .narrow(2, 0, rank);
   grad_z.reset();
   // The x projection, from both scan orders at once, in x's dtype, added in the merge.
-  const Tensor grad_proj_x = grad_proj.to(x.scalar_type());
+  const Tensor grad_proj_x = grad_proj.to(xs.scalar_type());
   const int64_t pairs = 2 * batch;
   const Tensor grad_xs_proj =
-      at::bmm(pair_weights(x_proj_weight, batch, x.scalar_type()).transpose(1, 2),
+      at::bmm(pair_weights(x_proj_weight, batch, xs.scalar_type()).transpose(1, 2),
               grad_proj_x.view({pairs, -1, stride}));
   const Tensor grad_x = merge_orders_into(
-      grad_xs, grad_xs_proj.view({batch, 2, inner, stride}), at::empty_like(x));
+      grad_xs, grad_xs_proj.view({batch, 2, inner, stride}), at::empty_like(grad_out));
   const Tensor grad_w_slots = at::matmul(valid(grad_proj_x.view({batch, 2, -1, stride}), length),
                                          valid(xs, length).transpose(2, 3))
                                   .sum({0}, false, at::kFloat);
@@ -279,7 +281,8 @@ struct Core : public torch::autograd::Function<Core> {
                         int64_t rank, const std::vector<int64_t>& config) {
     const auto outputs = core_forward(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs,
                                       Ds, out_norm_weight, out_norm_bias, eps, rank, config);
-    ctx->save_for_backward({x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+    // The pair of scan orders in x's place (as `_core_setup`).
+    ctx->save_for_backward({outputs[6], x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
                             out_norm_weight, outputs[1], outputs[2], outputs[3], outputs[4],
                             outputs[5]});
     ctx->saved_data["rank"] = rank;
@@ -327,7 +330,7 @@ void register_ss2d_core(pybind11::module_& m) {
       "(validated by it), the dt rank and the scan config (ScanConfig fields, then paired).");
   m.def("ss2d_core_forward", &core_forward,
         "The fused core's forward without autograd (for the torch.compile custom op): "
-        "[out, proj, y, stats, states, seg_decay], as ss2d_core.py `_forward`.");
+        "[out, proj, y, stats, states, seg_decay, xs], as ss2d_core.py `_forward`.");
   m.def("ss2d_core_backward", &core_backward,
         "The fused core's backward without autograd (for the torch.compile custom op), as "
         "ss2d_core.py `_backward`.");

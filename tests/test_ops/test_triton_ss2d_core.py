@@ -227,7 +227,7 @@ def _opcheck_custom_ops(batch, inner, height, width, rank):
     outputs = _core_fwd(x, *p, 1e-5)
     grad = torch.randn(x.shape).contiguous(memory_format=torch.channels_last)
     calls = {'fwd': (_core_fwd, (x, *p, 1e-5)),
-             'bwd': (_core_bwd, (grad, x, *p[:-1], *outputs[1:]))}
+             'bwd': (_core_bwd, (grad, outputs[6], *p[:-1], *outputs[1:6]))}
     checked = {}
     for name, (op, args) in calls.items():
         try:
@@ -240,7 +240,7 @@ def _opcheck_custom_ops(batch, inner, height, width, rank):
 
 def _plain_passes_equal(cpp, case, channels_last):
     """``cpp.ss2d_core_forward`` / ``_backward`` against ``_forward`` / ``_backward``: one flag
-    per output (6 forward, 5 backward), equal to the bit with the same strides. Memory no
+    per output (7 forward, 5 backward), equal to the bit with the same strides. Memory no
     kernel writes is left out: the padding columns of ``proj`` and ``y`` (rows padded to 16)
     and, with one segment, the segment summaries."""
     from mmvmamba.ops.triton.ss2d_core import _backward, _cpp_config, _forward
@@ -253,14 +253,15 @@ def _plain_passes_equal(cpp, case, channels_last):
     config = _cpp_config(x, p[0], p[1], p[3])
     forward = [_forward(x, *p, 1e-5), cpp.ss2d_core_forward(x, *p, 1e-5, *config)]
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(6)).to(x.dtype)
-    backward = [fn(grad, x, *p[:-1], *saved[1:], *extra) for fn, saved, extra in (
+    # The backward takes the forward's pair of scan orders (its last output) in x's place.
+    backward = [fn(grad, saved[6], *p[:-1], *saved[1:6], *extra) for fn, saved, extra in (
         (_backward, forward[0], ()), (cpp.ss2d_core_backward, forward[1], config))]
     segments = config[1][3]
 
     def written(outputs):
-        out, proj, y, stats, states, seg_decay = outputs
+        out, proj, y, stats, states, seg_decay, xs = outputs
         return [out, proj[..., :height * width], y[..., :height * width], stats, states,
-                seg_decay if segments > 1 else seg_decay.new_zeros(())]
+                seg_decay if segments > 1 else seg_decay.new_zeros(()), xs[..., :height * width]]
 
     return [torch.equal(a, b) and a.stride() == b.stride()
             for a, b in [*zip(*map(written, forward)), *zip(*backward)]]
@@ -303,9 +304,9 @@ def test_cpp_passes_equal_python_passes_interpreted(interpreted_results, name):
 @pytest.mark.parametrize('name', ['three_chunks_three_segments', 'channels_last_bf16_paired'])
 def test_cpp_custom_op_passes_equal_python_passes_interpreted(interpreted_results, name):
     """What the torch.compile custom ops run with ``CPP_PASSES['ss2d_core']`` on: the C++
-    forward's six outputs (the saved maps included) and the backward's five, to the bit."""
+    forward's seven outputs (the saved maps included) and the backward's five, to the bit."""
     equal = interpreted_results['cpp_equal'][f'{name} (no autograd)']
-    assert len(equal) == 11 and all(equal), equal
+    assert len(equal) == 12 and all(equal), equal
 
 
 def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):

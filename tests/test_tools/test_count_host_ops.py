@@ -16,14 +16,14 @@ from tool_helpers import REPO, run, tool_env
 
 # part: (forward launches, backward launches) at the tool's shapes (one scan segment: the
 # paired scan kernel). Core forward: scan-order copy, scan, transposed merge, output norm;
-# backward: output norm, transpose of its gradient, scan-order copy (recomputed), scan, merge
-# of the input gradient. The block adds its two LayerNorms.
+# backward: output norm, transpose of its gradient, scan, merge of the input gradient (the
+# scan-order copy is the forward's, saved). The block adds its two LayerNorms.
 LAUNCHES = {
-    'ss2d_core': (4, 5),
-    'ss2d_core (C++)': (4, 5),
+    'ss2d_core': (4, 4),
+    'ss2d_core (C++)': (4, 4),
     'layer_norm_2d': (1, 1),
     'layer_norm_2d (C++)': (1, 1),
-    'VSS block (training)': (6, 7),
+    'VSS block (training)': (6, 6),
 }
 
 

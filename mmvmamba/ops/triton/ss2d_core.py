@@ -295,9 +295,11 @@ def _scan_params(dt_projs_weight: Tensor, dt_projs_bias: Tensor, A_logs: Tensor,
 
 def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
              A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor, out_norm_bias: Tensor,
-             eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+             eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The forward: ``out`` and what the backward needs (``proj, y, stats, states,
-    seg_decay``; ``stats (2, B, L)``: the output norm's mean and rstd)."""
+    seg_decay, xs``; ``stats (2, B, L)``: the output norm's mean and rstd; ``xs (B, 2, Din,
+    S)``: x in both scan orders, saved in x's place so that the backward need not copy it
+    again)."""
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
     batch, inner, height, width = x.shape
     length = height * width
@@ -322,13 +324,13 @@ def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs
         transpose_into(_valid(yt, length), y_valid, height, width, accumulate=True)
         out = torch.empty_like(x)
         _, stats = ln2d_forward(y_valid, out_norm_weight, out_norm_bias, eps, flat(out))
-    return out, proj, y, stats, states, seg_decay
+    return out, proj, y, stats, states, seg_decay, xs
 
 
 @torch.library.custom_op('mmvmamba_triton::ss2d_core_fwd', mutates_args=())
 def _core_fwd(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
               A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor, out_norm_bias: Tensor,
-              eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+              eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     args = (x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
             out_norm_bias, eps)
     cpp = cpp_ops_for('ss2d_core', x)
@@ -352,10 +354,11 @@ def _(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_wei
             x.new_empty(batch, inner, stride, dtype=f32),
             x.new_empty(2, batch, length, dtype=f32),
             x.new_empty(batch, DIRECTIONS, inner, cfg.chunks, dtype=f32),
-            x.new_empty(batch, DIRECTIONS, cfg.segments, inner, dtype=f32))
+            x.new_empty(batch, DIRECTIONS, cfg.segments, inner, dtype=f32),
+            x.new_empty(batch, 2, inner, stride))
 
 
-def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
+def _backward(grad_out: Tensor, xs: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
               dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor,
               proj: Tensor, y: Tensor, stats: Tensor, states: Tensor,
               seg_decay: Tensor
@@ -363,26 +366,27 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
     """The backward: gradients of ``x`` and the two projection weights, of the dt bias,
     A_logs and Ds as one ``(3, 4, Din)`` fp32 tensor, and of the out-norm's weight and bias as
     one ``(2, Din)`` fp32 tensor (one reduction each; a custom op's outputs may not alias, so
-    :func:`_gradients` splits them)."""
-    rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
-    batch, inner, height, width = x.shape
+    :func:`_gradients` splits them). ``xs``: the forward's pair of scan orders of x; x's shape
+    is the output gradient's, and x's gradient takes its layout."""
+    grad_out = dense_2d(grad_out)
+    rank = _check(grad_out, x_proj_weight, dt_projs_weight, A_logs)
+    batch, inner, height, width = grad_out.shape
     length = height * width
     cfg = scan_config(batch, inner, length, rank)
     paired = _paired(cfg, length)
     rows = rank + 2
-    f32 = dict(device=x.device, dtype=torch.float32)
-    with autocast_off(x.device.type):
+    f32 = dict(device=xs.device, dtype=torch.float32)
+    with autocast_off(xs.device.type):
         # The output gradient through the norm, in both scan orders: (B, 2, D, S).
         grad_ys = _new_map((batch, 2, inner), length, **f32)
         grad_y, grad_yt = _valid(grad_ys, length).unbind(1)
-        _, grad_norm = ln2d_backward(flat(dense_2d(grad_out)), _valid(y, length),
-                                     out_norm_weight, stats, torch.float32, out=grad_y)
+        _, grad_norm = ln2d_backward(flat(grad_out), _valid(y, length), out_norm_weight, stats,
+                                     torch.float32, out=grad_y)
         transpose_into(grad_y, grad_yt, width, height)
-        xs = _scan_inputs(x)
         grad_xs = _new_map((batch, 2, inner), length, zeroed=not paired, **f32)
         grad_proj = _new_map((batch, DIRECTIONS * rows), length, zeroed=True, **f32)  # by slot
         stride = grad_proj.shape[2]
-        grad_z = torch.empty(batch, DIRECTIONS, inner, stride, device=x.device, dtype=x.dtype)
+        grad_z = torch.empty(batch, DIRECTIONS, inner, stride, device=xs.device, dtype=xs.dtype)
         grad_chan = torch.empty(3, batch, DIRECTIONS, cfg.segments, inner, **f32)
         args = (xs, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds), grad_ys,
                 states, seg_decay, _segment_scratch(seg_decay, cfg), grad_xs, grad_z, grad_proj,
@@ -398,7 +402,7 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         # every sum over positions reads only the valid columns.
         slots = DIRECTIONS * batch
         grad_proj.view(slots, rows, stride).add_(torch.bmm(
-            _slot_dt_weights(dt_projs_weight, batch, x.dtype), grad_z.view(slots, inner, stride)))
+            _slot_dt_weights(dt_projs_weight, batch, xs.dtype), grad_z.view(slots, inner, stride)))
         proj_t = _valid(proj.view(batch, DIRECTIONS, rows, stride), length).transpose(2, 3)
         grad_wdt = torch.matmul(_valid(grad_z, length), proj_t).sum(0, dtype=torch.float32)
         grad_wdt = grad_wdt[..., :rank]
@@ -406,12 +410,12 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
         # x projection, from both scan orders at once, in x's dtype (tensor cores; as autocast
         # runs the reference's projection): (2B, D, 2*(R+2)) @ (2B, 2*(R+2), S), added to the
         # scans' fp32 gradient in the merge.
-        grad_proj = grad_proj.to(x.dtype)
+        grad_proj = grad_proj.to(xs.dtype)
         pairs = 2 * batch
-        grad_xs_proj = torch.bmm(_pair_weights(x_proj_weight, batch, x.dtype).transpose(1, 2),
+        grad_xs_proj = torch.bmm(_pair_weights(x_proj_weight, batch, xs.dtype).transpose(1, 2),
                                  grad_proj.view(pairs, -1, stride))
         grad_x = merge_orders_into(grad_xs, grad_xs_proj.view(batch, 2, inner, stride),
-                                   torch.empty_like(x))
+                                   torch.empty_like(grad_out))
         # (B, 2, 2*(R+2), L) @ (B, 2, L, D) in x's dtype (no fp32 copy of x), summed in fp32.
         grad_w_slots = torch.matmul(
             _valid(grad_proj.view(batch, 2, -1, stride), length),
@@ -424,35 +428,37 @@ def _backward(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weigh
 
 
 @torch.library.custom_op('mmvmamba_triton::ss2d_core_bwd', mutates_args=())
-def _core_bwd(grad_out: Tensor, x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
+def _core_bwd(grad_out: Tensor, xs: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
               dt_projs_bias: Tensor, A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor,
               proj: Tensor, y: Tensor, stats: Tensor, states: Tensor,
               seg_decay: Tensor
               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    args = (grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+    args = (grad_out, xs, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
             out_norm_weight, proj, y, stats, states, seg_decay)
-    cpp = cpp_ops_for('ss2d_core', x)
+    cpp = cpp_ops_for('ss2d_core', xs)
     if cpp is not None:
-        return tuple(cpp.ss2d_core_backward(*args, *_cpp_config(x, x_proj_weight,
+        return tuple(cpp.ss2d_core_backward(*args, *_cpp_config(grad_out, x_proj_weight,
                                                                   dt_projs_weight, A_logs)))
     return _backward(*args)
 
 
 @_core_bwd.register_fake
-def _(grad_out, x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
+def _(grad_out, xs, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
       proj, y, stats, states, seg_decay):
-    inner = x.shape[1]
+    inner = xs.shape[2]
     f32 = torch.float32
-    return (torch.empty_like(x),
+    return (torch.empty_like(dense_2d(grad_out)),
             torch.empty_like(x_proj_weight), torch.empty_like(dt_projs_weight),
-            x.new_empty(3, DIRECTIONS, inner, dtype=f32), x.new_empty(2, inner, dtype=f32))
+            xs.new_empty(3, DIRECTIONS, inner, dtype=f32), xs.new_empty(2, inner, dtype=f32))
 
 
 def _core_setup(ctx, inputs, output):
-    x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, \
+    """Save for the backward: the pair of scan orders ``xs`` in x's place (one more copy of x
+    kept, one copy kernel less in the backward), the parameters and the forward's maps."""
+    _, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, \
         out_norm_bias, _ = inputs
-    _, proj, y, stats, states, seg_decay = output
-    ctx.save_for_backward(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+    _, proj, y, stats, states, seg_decay, xs = output
+    ctx.save_for_backward(xs, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
                           out_norm_weight, proj, y, stats, states, seg_decay)
     ctx.vector_params = tuple((p.shape, p.dtype) for p in (
         dt_projs_bias, A_logs, Ds, out_norm_weight, out_norm_bias))
