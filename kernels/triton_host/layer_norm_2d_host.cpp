@@ -13,6 +13,11 @@ namespace mmvmamba::triton_host {
 namespace {
 
 constexpr int64_t kTileElements = 4096;  // channels x positions held by one program
+// The backward walks kBwdBlocks tiles per program where the channels (padded) are at most
+// kBwdBlocksMaxChannels and an image has at least kBwdBlocksMinTiles tiles, else one.
+constexpr int64_t kBwdBlocks = 4;
+constexpr int64_t kBwdBlocksMaxChannels = 512;
+constexpr int64_t kBwdBlocksMinTiles = 32;
 
 bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
@@ -25,11 +30,13 @@ at::Tensor dense_2d(const at::Tensor& x) {
 
 at::Tensor flat(const at::Tensor& x) { return x.view({x.size(0), x.size(1), -1}); }
 
-std::pair<int64_t, int64_t> layer_norm_2d_blocks(int64_t channels, int64_t length) {
+std::tuple<int64_t, int64_t, int64_t> layer_norm_2d_blocks(int64_t channels, int64_t length) {
   const int64_t block_c = next_power_of_2(channels);
   const int64_t block_p =
       std::max<int64_t>(1, std::min(next_power_of_2(length), kTileElements / block_c));
-  return {block_c, block_p};
+  const bool walks =
+      block_c <= kBwdBlocksMaxChannels && cdiv(length, block_p) >= kBwdBlocksMinTiles;
+  return {block_c, block_p, walks ? kBwdBlocks : 1};
 }
 
 at::Tensor ln2d_forward(const at::Tensor& x, const std::optional<at::Tensor>& weight,
@@ -37,7 +44,7 @@ at::Tensor ln2d_forward(const at::Tensor& x, const std::optional<at::Tensor>& we
                         const at::Tensor& out) {
   const int64_t batch = x.size(0), channels = x.size(1), length = x.size(2);
   const at::Tensor stats = at::empty({2, batch, length}, x.options().dtype(at::kFloat));
-  const auto [block_c, block_p] = layer_norm_2d_blocks(channels, length);
+  const auto [block_c, block_p, per_program] = layer_norm_2d_blocks(channels, length);
   const at::Tensor w = present(weight) ? weight->contiguous() : x;
   const at::Tensor b = present(bias) ? bias->contiguous() : x;
   launch("layer_norm_2d_fwd", {cdiv(length, block_p), batch, 1},
@@ -53,8 +60,8 @@ at::Tensor ln2d_backward(const at::Tensor& grad_out, const at::Tensor& x,
                          const std::optional<at::Tensor>& weight, const at::Tensor& stats,
                          const at::Tensor& grad_x) {
   const int64_t batch = x.size(0), channels = x.size(1), length = x.size(2);
-  const auto [block_c, block_p] = layer_norm_2d_blocks(channels, length);
-  const int64_t programs = cdiv(length, block_p);
+  const auto [block_c, block_p, per_program] = layer_norm_2d_blocks(channels, length);
+  const int64_t programs = cdiv(cdiv(length, block_p), per_program);
   const at::Tensor partial =
       at::empty({batch * programs, 2, channels}, x.options().dtype(at::kFloat));
   const at::Tensor w = present(weight) ? weight->contiguous() : x;
@@ -63,7 +70,7 @@ at::Tensor ln2d_backward(const at::Tensor& grad_out, const at::Tensor& x,
           arg(length), arg(grad_out.stride(0)), arg(grad_out.stride(1)), arg(grad_out.stride(2)),
           arg(x.stride(0)), arg(x.stride(1)), arg(x.stride(2)), arg(grad_x.stride(0)),
           arg(grad_x.stride(1)), arg(grad_x.stride(2))},
-         {{"BC", block_c}, {"BP", block_p}, {"PB", 1}, {"HAS_WEIGHT", present(weight), true},
+         {{"BC", block_c}, {"BP", block_p}, {"PB", per_program}, {"HAS_WEIGHT", present(weight), true},
           {"num_warps", 4}});
   return partial.sum(0);
 }
@@ -108,7 +115,7 @@ struct LayerNorm2d : public torch::autograd::Function<LayerNorm2d> {
 void register_layer_norm_2d(pybind11::module_& m) {
   namespace py = pybind11;
   m.def("layer_norm_2d_blocks", &layer_norm_2d_blocks, py::arg("channels"), py::arg("length"),
-        "(BC, BP) of the LayerNorm2d kernels as the C++ passes pick them (for tests).");
+        "(BC, BP, PB) of the LayerNorm2d kernels as the C++ passes pick them (for tests).");
   m.def(
       "layer_norm_2d",
       [](const at::Tensor& x, const std::optional<at::Tensor>& weight,

@@ -24,15 +24,19 @@ INTERPRETER_CASES = {
     'channels_last_odd': (2, 5, 3, 7, True, 'fp32', 'cl'),
     'channels_last_bf16_padded': (2, 40, 3, 5, True, 'bf16', 'cl'),
     'strided_view': (2, 6, 4, 5, True, 'fp32', 'strided'),
+    # BC 512, BP 8: 34 tiles, so the default backward walks 4 per program (the last program's
+    # two tiles partly and wholly past the map).
+    'backward_walks_tiles': (2, 260, 16, 17, True, 'fp32', 'cl'),
 }
 # Cases run with a NORM_TUNING of their own (the Python passes): tiles of 2 positions
-# (BC = 8), 3 or 4 tiles per backward program, the last program's tiles partly or wholly past
-# the map (L = 21 in 11 tiles; L = 35 in 18).
+# (BC = 8), 3 or 4 tiles per backward program whatever the map's size, the last program's
+# tiles partly or wholly past the map (L = 21 in 11 tiles; L = 35 in 18).
+WALK_ALWAYS = dict(bwd_blocks_min_tiles=0)
 TUNED_CASES = {
     'bwd_blocks_3_remainder': ((2, 5, 3, 7, True, 'fp32', 'nchw'),
-                               dict(tile_elements=16, bwd_blocks=3)),
+                               dict(WALK_ALWAYS, tile_elements=16, bwd_blocks=3)),
     'bwd_blocks_4_channels_last_bf16': ((2, 6, 5, 7, True, 'bf16', 'cl'),
-                                        dict(tile_elements=16, bwd_blocks=4)),
+                                        dict(WALK_ALWAYS, tile_elements=16, bwd_blocks=4)),
 }
 GPU_CASES = {
     'c96': (4, 96, 56, 56, True, 'fp32', 'nchw'),
@@ -87,7 +91,8 @@ def relative_errors(case, norm_fn, device='cpu', seed=0):
 
 
 # Interpreter cases the C++ passes also run.
-CPP_CASES = ('odd_channels', 'no_affine', 'channels_last_bf16_padded', 'strided_view')
+CPP_CASES = ('odd_channels', 'no_affine', 'channels_last_bf16_padded', 'strided_view',
+             'backward_walks_tiles')
 
 
 def outputs_and_grads(case, norm_fn, seed=3):
@@ -153,6 +158,18 @@ def test_cpp_passes_equal_python_passes_interpreted(interpreted_results, name):
     assert len(equal) == (4 if INTERPRETER_CASES[name][4] else 2) and all(equal), equal
 
 
+def test_backward_walks_tiles_only_where_the_rule_says():
+    """(BC, BP, tiles per backward program): four where BC <= 512 and an image has >= 32
+    tiles (the interpreter case 'backward_walks_tiles' among them), else one."""
+    from mmvmamba.ops.triton.layer_norm_2d import _blocks
+
+    assert _blocks(260, 16 * 17) == (512, 8, 4)
+    assert _blocks(96, 56 * 56) == (128, 32, 4)
+    assert _blocks(384, 14 * 14) == (512, 8, 1)  # 25 tiles
+    assert _blocks(768, 14 * 14) == (1024, 4, 1)  # channels past 512
+    assert _blocks(5, 21) == (8, 32, 1)
+
+
 def test_layer_norm_2d_rejects_non_4d():
     from mmvmamba.ops.triton.layer_norm_2d import layer_norm_2d
 
@@ -165,7 +182,10 @@ GPU_TUNINGS = {
     'wide_8_warps': dict(tile_elements=8192, min_positions=16, fwd_warps=8, bwd_warps=8),
     'min_positions_32_16_warps': dict(tile_elements=16384, min_positions=32, fwd_warps=16,
                                       bwd_warps=16),
-    'bwd_blocks_4': dict(bwd_blocks=4),
+    'one_tile_per_program': dict(bwd_blocks=1),
+    'bwd_blocks_4_everywhere': dict(bwd_blocks=4, bwd_blocks_max_c=1 << 16,
+                                    bwd_blocks_min_tiles=0),
+    'tile_2048_bwd_blocks_8': dict(tile_elements=2048, bwd_blocks=8),
 }
 
 

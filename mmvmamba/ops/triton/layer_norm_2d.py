@@ -19,20 +19,27 @@ __all__ = ['layer_norm_2d', 'ln2d_forward', 'ln2d_backward']
 
 #: Launch shape of the Python passes' kernels: ``tile_elements`` channels x positions held by
 #: one program, but at least ``min_positions`` positions (at most the map's); ``fwd_warps`` and
-#: ``bwd_warps`` per program; ``bwd_blocks`` such tiles of positions one backward program
-#: walks (its weight/bias partial sums written once, so fewer of them to sum). The defaults are
-#: the C++ passes' constants (``layer_norm_2d_blocks``, 4 warps, one block; a test compares
-#: them); the other values are for ``benchmark.py --sections norm`` (the C++ passes do not
-#: read this table).
-NORM_TUNING = dict(tile_elements=4096, min_positions=1, fwd_warps=4, bwd_warps=4, bwd_blocks=1)
+#: ``bwd_warps`` per program. One backward program walks ``bwd_blocks`` such tiles of positions
+#: (summing the weight/bias gradients per element, reduced over positions once) where the
+#: padded channels are at most ``bwd_blocks_max_c`` and an image has at least
+#: ``bwd_blocks_min_tiles`` tiles, else one tile (H100, VMamba-B shapes: 0.67 -> 0.43 ms at
+#: 256 x 56 x 56, slower at 14 x 14 and 7 x 7; docs/benchmarks.md). The defaults are the C++
+#: passes' constants (``layer_norm_2d_blocks``, 4 warps; a test compares the arithmetic); the
+#: other values are for ``benchmark.py --sections norm`` (the C++ passes do not read this
+#: table).
+NORM_TUNING = dict(tile_elements=4096, min_positions=1, fwd_warps=4, bwd_warps=4, bwd_blocks=4,
+                   bwd_blocks_max_c=512, bwd_blocks_min_tiles=32)
 
 
-def _blocks(channels: int, length: int) -> tuple[int, int]:
-    """Channels and positions per program (see :data:`NORM_TUNING`)."""
+def _blocks(channels: int, length: int) -> tuple[int, int, int]:
+    """Channels and positions per program, and the backward's tiles per program (see
+    :data:`NORM_TUNING`)."""
     block_c = next_power_of_2(channels)
     block_p = min(next_power_of_2(length),
                   max(1, NORM_TUNING['min_positions'], NORM_TUNING['tile_elements'] // block_c))
-    return block_c, block_p
+    walks = (block_c <= NORM_TUNING['bwd_blocks_max_c']
+             and cdiv(length, block_p) >= NORM_TUNING['bwd_blocks_min_tiles'])
+    return block_c, block_p, NORM_TUNING['bwd_blocks'] if walks else 1
 
 
 def ln2d_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
@@ -53,7 +60,7 @@ def ln2d_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: flo
     """
     batch, channels, length = x.shape
     stats = torch.empty(2, batch, length, device=x.device, dtype=torch.float32)
-    block_c, block_p = _blocks(channels, length)
+    block_c, block_p, _ = _blocks(channels, length)
     w = weight.contiguous() if weight is not None else x
     b = bias.contiguous() if bias is not None else x
     grid = (cdiv(length, block_p), batch)
@@ -83,8 +90,7 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, stats: Ten
         (2, C)`` fp32, the weight's gradient and the bias's (one tensor: one reduction).
     """
     batch, channels, length = x.shape
-    block_c, block_p = _blocks(channels, length)
-    per_program = NORM_TUNING['bwd_blocks']
+    block_c, block_p, per_program = _blocks(channels, length)
     grid = (cdiv(cdiv(length, block_p), per_program), batch)
     if out is None:
         grad_x = torch.empty_like(x, dtype=grad_dtype)  # x is dense: its strides are kept

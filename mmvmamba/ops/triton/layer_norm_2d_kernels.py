@@ -81,8 +81,10 @@ def layer_norm_2d_bwd_kernel(gout_ptr, x_ptr, w_ptr, stats_ptr, gx_ptr, gwb_ptr,
     chan_ok = chans < C
     if HAS_WEIGHT:
         w = tl.load(w_ptr + chans, mask=chan_ok, other=0.0).to(tl.float32)[:, None]
-    sum_gxhat = tl.zeros((BC, ), dtype=tl.float32)
-    sum_g = tl.zeros((BC, ), dtype=tl.float32)
+    # Per-element sums over the tiles; reduced over positions once, after the loop (a reduction
+    # over positions crosses warps: shared memory and barriers).
+    acc_gxhat = tl.zeros((BC, BP), dtype=tl.float32)
+    acc_g = tl.zeros((BC, BP), dtype=tl.float32)
     for block in range(PB):
         pos = (pid_p * PB + block) * BP + tl.arange(0, BP)
         pos_ok = pos < L
@@ -104,9 +106,9 @@ def layer_norm_2d_bwd_kernel(gout_ptr, x_ptr, w_ptr, stats_ptr, gx_ptr, gwb_ptr,
         gx = (g_xhat - mean_g[None, :] - xhat * mean_gx[None, :]) * rstd[None, :]
         tl.store(gx_ptr + _offsets(b, chans, pos, gx_sb, gx_sc, gx_sl),
                  gx.to(gx_ptr.dtype.element_ty), mask=tile_ok)
-        sum_gxhat += tl.sum(gout * xhat, axis=1)
-        sum_g += tl.sum(gout, axis=1)
+        acc_gxhat += gout * xhat
+        acc_g += gout
 
     part = gwb_ptr + (b * tl.num_programs(0) + pid_p) * 2 * C + chans
-    tl.store(part, sum_gxhat, mask=chan_ok)
-    tl.store(part + C, sum_g, mask=chan_ok)
+    tl.store(part, tl.sum(acc_gxhat, axis=1), mask=chan_ok)
+    tl.store(part + C, tl.sum(acc_g, axis=1), mask=chan_ok)
