@@ -13,11 +13,17 @@ namespace mmvmamba::triton_host {
 namespace {
 
 constexpr int64_t kTileElements = 4096;  // channels x positions held by one program
+constexpr int64_t kFwdWarps = 4, kBwdWarps = 4;
 // The backward walks kBwdBlocks tiles per program where the channels (padded) are at most
 // kBwdBlocksMaxChannels and an image has at least kBwdBlocksMinTiles tiles, else one.
 constexpr int64_t kBwdBlocks = 4;
 constexpr int64_t kBwdBlocksMaxChannels = 512;
 constexpr int64_t kBwdBlocksMinTiles = 32;
+// Maps with contiguous positions and at least kRowsMinChannels (padded) channels: at least
+// kRowsMinPositions positions per tile, kRowsBwdWarps warps in the backward.
+constexpr int64_t kRowsMinChannels = 1024;
+constexpr int64_t kRowsMinPositions = 8;
+constexpr int64_t kRowsBwdWarps = 8;
 
 bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
@@ -30,13 +36,16 @@ at::Tensor dense_2d(const at::Tensor& x) {
 
 at::Tensor flat(const at::Tensor& x) { return x.view({x.size(0), x.size(1), -1}); }
 
-std::tuple<int64_t, int64_t, int64_t> layer_norm_2d_blocks(int64_t channels, int64_t length) {
+LayerNorm2dLaunch layer_norm_2d_blocks(int64_t channels, int64_t length,
+                                       bool positions_contiguous) {
   const int64_t block_c = next_power_of_2(channels);
+  const bool rows = positions_contiguous && block_c >= kRowsMinChannels;
+  const int64_t min_positions = rows ? kRowsMinPositions : 1;
   const int64_t block_p =
-      std::max<int64_t>(1, std::min(next_power_of_2(length), kTileElements / block_c));
+      std::min(next_power_of_2(length), std::max(min_positions, kTileElements / block_c));
   const bool walks =
       block_c <= kBwdBlocksMaxChannels && cdiv(length, block_p) >= kBwdBlocksMinTiles;
-  return {block_c, block_p, walks ? kBwdBlocks : 1};
+  return {block_c, block_p, walks ? kBwdBlocks : 1, rows ? kRowsBwdWarps : kBwdWarps};
 }
 
 at::Tensor ln2d_forward(const at::Tensor& x, const std::optional<at::Tensor>& weight,
@@ -44,7 +53,8 @@ at::Tensor ln2d_forward(const at::Tensor& x, const std::optional<at::Tensor>& we
                         const at::Tensor& out) {
   const int64_t batch = x.size(0), channels = x.size(1), length = x.size(2);
   const at::Tensor stats = at::empty({2, batch, length}, x.options().dtype(at::kFloat));
-  const auto [block_c, block_p, per_program] = layer_norm_2d_blocks(channels, length);
+  const auto [block_c, block_p, per_program, bwd_warps] =
+      layer_norm_2d_blocks(channels, length, x.stride(2) == 1);
   const at::Tensor w = present(weight) ? weight->contiguous() : x;
   const at::Tensor b = present(bias) ? bias->contiguous() : x;
   launch("layer_norm_2d_fwd", {cdiv(length, block_p), batch, 1},
@@ -52,7 +62,7 @@ at::Tensor ln2d_forward(const at::Tensor& x, const std::optional<at::Tensor>& we
           arg(x.stride(0)), arg(x.stride(1)), arg(x.stride(2)), arg(out.stride(0)),
           arg(out.stride(1)), arg(out.stride(2))},
          {{"BC", block_c}, {"BP", block_p}, {"HAS_WEIGHT", present(weight), true},
-          {"HAS_BIAS", present(bias), true}, {"num_warps", 4}});
+          {"HAS_BIAS", present(bias), true}, {"num_warps", kFwdWarps}});
   return stats;
 }
 
@@ -60,7 +70,8 @@ at::Tensor ln2d_backward(const at::Tensor& grad_out, const at::Tensor& x,
                          const std::optional<at::Tensor>& weight, const at::Tensor& stats,
                          const at::Tensor& grad_x) {
   const int64_t batch = x.size(0), channels = x.size(1), length = x.size(2);
-  const auto [block_c, block_p, per_program] = layer_norm_2d_blocks(channels, length);
+  const auto [block_c, block_p, per_program, bwd_warps] =
+      layer_norm_2d_blocks(channels, length, x.stride(2) == 1);
   const int64_t programs = cdiv(cdiv(length, block_p), per_program);
   const at::Tensor partial =
       at::empty({batch * programs, 2, channels}, x.options().dtype(at::kFloat));
@@ -71,7 +82,7 @@ at::Tensor ln2d_backward(const at::Tensor& grad_out, const at::Tensor& x,
           arg(x.stride(0)), arg(x.stride(1)), arg(x.stride(2)), arg(grad_x.stride(0)),
           arg(grad_x.stride(1)), arg(grad_x.stride(2))},
          {{"BC", block_c}, {"BP", block_p}, {"PB", per_program}, {"HAS_WEIGHT", present(weight), true},
-          {"num_warps", 4}});
+          {"num_warps", bwd_warps}});
   return partial.sum(0);
 }
 
@@ -115,7 +126,9 @@ struct LayerNorm2d : public torch::autograd::Function<LayerNorm2d> {
 void register_layer_norm_2d(pybind11::module_& m) {
   namespace py = pybind11;
   m.def("layer_norm_2d_blocks", &layer_norm_2d_blocks, py::arg("channels"), py::arg("length"),
-        "(BC, BP, PB) of the LayerNorm2d kernels as the C++ passes pick them (for tests).");
+        py::arg("positions_contiguous"),
+        "(BC, BP, PB, backward warps) of the LayerNorm2d kernels as the C++ passes pick them "
+        "(for tests).");
   m.def(
       "layer_norm_2d",
       [](const at::Tensor& x, const std::optional<at::Tensor>& weight,

@@ -14,9 +14,13 @@ at::Tensor dense_2d(const at::Tensor& x);
 // The ``(B, C, H*W)`` view of a contiguous or channels-last ``(B, C, H, W)`` map.
 at::Tensor flat(const at::Tensor& x);
 
-// Channels and positions per program, and the backward's tiles per program; the same
-// arithmetic as mmvmamba/ops/triton/layer_norm_2d.py `_blocks` (a test compares the two).
-std::tuple<int64_t, int64_t, int64_t> layer_norm_2d_blocks(int64_t channels, int64_t length);
+// (channels per program, positions per tile, the backward's tiles per program, its warps).
+using LayerNorm2dLaunch = std::tuple<int64_t, int64_t, int64_t, int64_t>;
+
+// The launch shape for a map whose position stride is 1 or not; the same arithmetic as
+// mmvmamba/ops/triton/layer_norm_2d.py `_blocks` (a test compares the two).
+LayerNorm2dLaunch layer_norm_2d_blocks(int64_t channels, int64_t length,
+                                       bool positions_contiguous);
 
 // Forward kernel over ``x (B, C, L)`` (any strides with unit stride along C or L) into ``out``;
 // returns ``stats (2, B, L)`` fp32 (mean, rstd). As `ln2d_forward` in layer_norm_2d.py.

@@ -33,8 +33,10 @@ def fresh_cpp_ops():
 def test_cpp_blocks_match_python():
     module = compiled.load()
     for channels in (1, 3, 96, 130, 768, 2048, 4096, 8192):
-        for length in (1, 7, 49, 3136, 64000):
-            assert module.layer_norm_2d_blocks(channels, length) == _blocks(channels, length)
+        for length in (1, 7, 49, 196, 3136, 64000):
+            for rows in (False, True):
+                assert (module.layer_norm_2d_blocks(channels, length, rows)
+                        == _blocks(channels, length, rows))
 
 
 def test_env_keeps_the_python_passes(fresh_cpp_ops, monkeypatch):

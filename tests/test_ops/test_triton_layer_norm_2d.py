@@ -27,6 +27,8 @@ INTERPRETER_CASES = {
     # BC 512, BP 8: 34 tiles, so the default backward walks 4 per program (the last program's
     # two tiles partly and wholly past the map).
     'backward_walks_tiles': (2, 260, 16, 17, True, 'fp32', 'cl'),
+    # BC 1024 with contiguous positions: tiles of 8 positions (not 4), L = 15 in 2 tiles.
+    'rows_of_eight_positions': (2, 520, 3, 5, True, 'fp32', 'nchw'),
 }
 # Cases run with a NORM_TUNING of their own (the Python passes): tiles of 2 positions
 # (BC = 8), 3 or 4 tiles per backward program whatever the map's size, the last program's
@@ -92,7 +94,7 @@ def relative_errors(case, norm_fn, device='cpu', seed=0):
 
 # Interpreter cases the C++ passes also run.
 CPP_CASES = ('odd_channels', 'no_affine', 'channels_last_bf16_padded', 'strided_view',
-             'backward_walks_tiles')
+             'backward_walks_tiles', 'rows_of_eight_positions')
 
 
 def outputs_and_grads(case, norm_fn, seed=3):
@@ -158,16 +160,21 @@ def test_cpp_passes_equal_python_passes_interpreted(interpreted_results, name):
     assert len(equal) == (4 if INTERPRETER_CASES[name][4] else 2) and all(equal), equal
 
 
-def test_backward_walks_tiles_only_where_the_rule_says():
-    """(BC, BP, tiles per backward program): four where BC <= 512 and an image has >= 32
-    tiles (the interpreter case 'backward_walks_tiles' among them), else one."""
+def test_launch_shape_rule():
+    """(BC, BP, tiles per backward program, backward warps): four tiles where BC <= 512 and an
+    image has >= 32 tiles, else one; maps with contiguous positions and BC >= 1024 take tiles
+    of >= 8 positions and 8 backward warps (the interpreter cases 'backward_walks_tiles' and
+    'rows_of_eight_positions' among them)."""
     from mmvmamba.ops.triton.layer_norm_2d import _blocks
 
-    assert _blocks(260, 16 * 17) == (512, 8, 4)
-    assert _blocks(96, 56 * 56) == (128, 32, 4)
-    assert _blocks(384, 14 * 14) == (512, 8, 1)  # 25 tiles
-    assert _blocks(768, 14 * 14) == (1024, 4, 1)  # channels past 512
-    assert _blocks(5, 21) == (8, 32, 1)
+    assert _blocks(260, 16 * 17, False) == (512, 8, 4, 4)
+    assert _blocks(96, 56 * 56, False) == (128, 32, 4, 4)
+    assert _blocks(384, 14 * 14, True) == (512, 8, 1, 4)  # 25 tiles
+    assert _blocks(768, 14 * 14, False) == (1024, 4, 1, 4)  # channels past 512
+    assert _blocks(768, 14 * 14, True) == (1024, 8, 1, 8)  # rows
+    assert _blocks(520, 3 * 5, True) == (1024, 8, 1, 8)
+    assert _blocks(5000, 7, True) == (8192, 8, 1, 8)
+    assert _blocks(5, 21, False) == (8, 32, 1, 4)
 
 
 def test_layer_norm_2d_rejects_non_4d():

@@ -93,13 +93,21 @@ def test_norm_blocks_follow_the_tuning(monkeypatch):
 
     layer_norm_2d = importlib.import_module('mmvmamba.ops.triton.layer_norm_2d')
 
-    assert layer_norm_2d._blocks(768, 49) == (1024, 4)
-    assert layer_norm_2d._blocks(96, 5) == (128, 8)  # never more positions than the map's
+    def blocks(channels, length):  # (BC, BP) of a channels-last map
+        return layer_norm_2d._blocks(channels, length, False)[:2]
+
+    assert blocks(768, 49) == (1024, 4)
+    assert blocks(96, 5) == (128, 8)  # never more positions than the map's
     monkeypatch.setitem(layer_norm_2d.NORM_TUNING, 'min_positions', 16)
-    assert layer_norm_2d._blocks(768, 49) == (1024, 16)
-    assert layer_norm_2d._blocks(96, 5) == (128, 8)
+    assert blocks(768, 49) == (1024, 16)
+    assert blocks(96, 5) == (128, 8)
     monkeypatch.setitem(layer_norm_2d.NORM_TUNING, 'tile_elements', 65536)
-    assert layer_norm_2d._blocks(768, 49) == (1024, 64)
+    assert blocks(768, 49) == (1024, 64)
+    monkeypatch.setitem(layer_norm_2d.NORM_TUNING, 'bwd_blocks_min_tiles', 0)
+    monkeypatch.setitem(layer_norm_2d.NORM_TUNING, 'bwd_blocks_max_c', 4096)
+    assert layer_norm_2d._blocks(768, 49, False)[2] == layer_norm_2d.NORM_TUNING['bwd_blocks']
+    monkeypatch.setitem(layer_norm_2d.NORM_TUNING, 'rows_bwd_warps', 16)
+    assert layer_norm_2d._blocks(768, 49, True)[3] == 16
 
 
 def test_modes_are_parsed_and_checked(benchmark):

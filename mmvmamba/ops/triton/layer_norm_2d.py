@@ -22,24 +22,33 @@ __all__ = ['layer_norm_2d', 'ln2d_forward', 'ln2d_backward']
 #: ``bwd_warps`` per program. One backward program walks ``bwd_blocks`` such tiles of positions
 #: (summing the weight/bias gradients per element, reduced over positions once) where the
 #: padded channels are at most ``bwd_blocks_max_c`` and an image has at least
-#: ``bwd_blocks_min_tiles`` tiles, else one tile (H100, VMamba-B shapes: 0.67 -> 0.43 ms at
-#: 256 x 56 x 56, slower at 14 x 14 and 7 x 7; docs/benchmarks.md). The defaults are the C++
-#: passes' constants (``layer_norm_2d_blocks``, 4 warps; a test compares the arithmetic); the
-#: other values are for ``benchmark.py --sections norm`` (the C++ passes do not read this
-#: table).
+#: ``bwd_blocks_min_tiles`` tiles, else one tile. Maps whose positions are contiguous (the
+#: core's merged fp32 map) with at least ``rows_min_c`` padded channels take at least
+#: ``rows_min_positions`` positions per tile (a 32-byte sector of each fp32 channel row) and
+#: ``rows_bwd_warps`` warps in the backward. (H100, VMamba-B shapes, backward ms: 256 x 56 x 56
+#: 0.67 -> 0.43 walking 4 tiles, 1024 x 14 x 14 0.35 -> 0.20 as rows; docs/benchmarks.md.)
+#: The defaults are the C++ passes' constants (``layer_norm_2d_blocks``; a test compares the
+#: arithmetic); the other values are for ``benchmark.py --sections norm`` (the C++ passes do
+#: not read this table).
 NORM_TUNING = dict(tile_elements=4096, min_positions=1, fwd_warps=4, bwd_warps=4, bwd_blocks=4,
-                   bwd_blocks_max_c=512, bwd_blocks_min_tiles=32)
+                   bwd_blocks_max_c=512, bwd_blocks_min_tiles=32, rows_min_c=1024,
+                   rows_min_positions=8, rows_bwd_warps=8)
 
 
-def _blocks(channels: int, length: int) -> tuple[int, int, int]:
-    """Channels and positions per program, and the backward's tiles per program (see
-    :data:`NORM_TUNING`)."""
+def _blocks(channels: int, length: int,
+            positions_contiguous: bool) -> tuple[int, int, int, int]:
+    """Channels and positions per program, the backward's tiles per program and its warps
+    (see :data:`NORM_TUNING`), for a map whose position stride is 1 or not."""
     block_c = next_power_of_2(channels)
+    rows = positions_contiguous and block_c >= NORM_TUNING['rows_min_c']
+    min_positions = max(NORM_TUNING['min_positions'],
+                        NORM_TUNING['rows_min_positions'] if rows else 1)
     block_p = min(next_power_of_2(length),
-                  max(1, NORM_TUNING['min_positions'], NORM_TUNING['tile_elements'] // block_c))
+                  max(min_positions, NORM_TUNING['tile_elements'] // block_c))
     walks = (block_c <= NORM_TUNING['bwd_blocks_max_c']
              and cdiv(length, block_p) >= NORM_TUNING['bwd_blocks_min_tiles'])
-    return block_c, block_p, NORM_TUNING['bwd_blocks'] if walks else 1
+    return (block_c, block_p, NORM_TUNING['bwd_blocks'] if walks else 1,
+            NORM_TUNING['rows_bwd_warps'] if rows else NORM_TUNING['bwd_warps'])
 
 
 def ln2d_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
@@ -60,7 +69,7 @@ def ln2d_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: flo
     """
     batch, channels, length = x.shape
     stats = torch.empty(2, batch, length, device=x.device, dtype=torch.float32)
-    block_c, block_p, _ = _blocks(channels, length)
+    block_c, block_p, _, _ = _blocks(channels, length, x.stride(2) == 1)
     w = weight.contiguous() if weight is not None else x
     b = bias.contiguous() if bias is not None else x
     grid = (cdiv(length, block_p), batch)
@@ -90,7 +99,7 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, stats: Ten
         (2, C)`` fp32, the weight's gradient and the bias's (one tensor: one reduction).
     """
     batch, channels, length = x.shape
-    block_c, block_p, per_program = _blocks(channels, length)
+    block_c, block_p, per_program, warps = _blocks(channels, length, x.stride(2) == 1)
     grid = (cdiv(cdiv(length, block_p), per_program), batch)
     if out is None:
         grad_x = torch.empty_like(x, dtype=grad_dtype)  # x is dense: its strides are kept
@@ -105,7 +114,7 @@ def ln2d_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, stats: Ten
            (grad_out, x, w, stats, grad_x, partial, channels, length, *grad_out.stride(),
             *x.stride(), *grad_x.stride()),
            dict(BC=block_c, BP=block_p, PB=per_program, HAS_WEIGHT=weight is not None,
-                num_warps=NORM_TUNING['bwd_warps']))
+                num_warps=warps))
     return grad_x, partial.sum(0)
 
 
