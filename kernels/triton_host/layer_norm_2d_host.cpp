@@ -81,8 +81,8 @@ at::Tensor ln2d_backward(const at::Tensor& grad_out, const at::Tensor& x,
           arg(length), arg(grad_out.stride(0)), arg(grad_out.stride(1)), arg(grad_out.stride(2)),
           arg(x.stride(0)), arg(x.stride(1)), arg(x.stride(2)), arg(grad_x.stride(0)),
           arg(grad_x.stride(1)), arg(grad_x.stride(2))},
-         {{"BC", block_c}, {"BP", block_p}, {"PB", per_program}, {"HAS_WEIGHT", present(weight), true},
-          {"num_warps", bwd_warps}});
+         {{"BC", block_c}, {"BP", block_p}, {"PB", per_program},
+          {"HAS_WEIGHT", present(weight), true}, {"num_warps", bwd_warps}});
   return partial.sum(0);
 }
 

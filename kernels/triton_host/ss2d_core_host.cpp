@@ -250,7 +250,8 @@ std::vector<Tensor> core_backward(const Tensor& grad_output, const Tensor& xs,
   grad_proj.view({slots, rows, stride})
       .add_(at::bmm(slot_dt_weights(dt_projs_weight, batch, xs.scalar_type()),
                     grad_z.view({slots, inner, stride})));
-  const Tensor proj_t = valid(proj.view({batch, kDirections, rows, stride}), length).transpose(2, 3);
+  const Tensor proj_t =
+      valid(proj.view({batch, kDirections, rows, stride}), length).transpose(2, 3);
   const Tensor grad_wdt = at::matmul(valid(grad_z, length), proj_t)
                               .sum({0}, false, at::kFloat)
                               .narrow(2, 0, rank);
