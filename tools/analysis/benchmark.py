@@ -327,6 +327,7 @@ def norm_calls(kind: str, n: int, channels: int, side: int) -> tuple[str, dict]:
     """The norm section's forward and backward launches at one shape (see
     :func:`norm_shapes`), with the dtype of their input map."""
     from mmvmamba.ops.triton.layer_norm_2d import ln2d_backward, ln2d_forward
+    from mmvmamba.ops.triton.ss2d_core import _row_stride
 
     length = side * side
     gen = torch.Generator(device='cuda').manual_seed(0)
@@ -335,8 +336,8 @@ def norm_calls(kind: str, n: int, channels: int, side: int) -> tuple[str, dict]:
         torch.bfloat16).contiguous(memory_format=cl).flatten(2)
     if kind == 'block':
         x, grad_dtype = grad.clone(), torch.bfloat16
-    else:  # the core's merged fp32 map, rows padded to a multiple of 16 positions
-        x = torch.randn(n, channels, -(-length // 16) * 16, device='cuda',
+    else:  # the core's merged fp32 map, in its padded rows
+        x = torch.randn(n, channels, _row_stride(length), device='cuda',
                         generator=gen)[..., :length]
         grad_dtype = torch.float32
     out = torch.empty(n, channels, side, side, device='cuda', dtype=torch.bfloat16,
