@@ -109,23 +109,33 @@ Tensor direction_order(const Tensor& t) {
   return t.transpose(0, 1).reshape(shape);
 }
 
-// ``(2B, 2*(R+2), D)`` x-projection weights per (image, scan order) pair (`_pair_weights`).
-Tensor pair_weights(const Tensor& x_proj_weight, int64_t batch, at::ScalarType dtype) {
+// ``(2, 2*(R+2), D)`` x-projection weights per scan order of ``xs`` (`_pair_weights`).
+Tensor pair_weights(const Tensor& x_proj_weight, at::ScalarType dtype) {
   const int64_t rows = x_proj_weight.size(1), inner = x_proj_weight.size(2);
-  const Tensor out =
-      at::empty({batch, 2, 2, rows, inner}, x_proj_weight.options().dtype(dtype));
+  const Tensor out = at::empty({2, 2, rows, inner}, x_proj_weight.options().dtype(dtype));
   out.copy_(slot_order(x_proj_weight));
-  return out.view({2 * batch, 2 * rows, inner});
+  return out.view({2, 2 * rows, inner});
 }
 
-// ``(4B, R+2, D)`` transposed dt-projection weights per (image, slot), two zero rows for B and
-// C (`_slot_dt_weights`).
-Tensor slot_dt_weights(const Tensor& dt_projs_weight, int64_t batch, at::ScalarType dtype) {
+// ``(4, R+2, D)`` transposed dt-projection weights per slot, two zero rows for B and C
+// (`_slot_dt_weights`).
+Tensor slot_dt_weights(const Tensor& dt_projs_weight, at::ScalarType dtype) {
   const int64_t inner = dt_projs_weight.size(1), rank = dt_projs_weight.size(2);
-  const Tensor out =
-      at::zeros({batch, 2, 2, rank + 2, inner}, dt_projs_weight.options().dtype(dtype));
-  out.narrow(3, 0, rank).copy_(slot_order(dt_projs_weight).transpose(2, 3));
-  return out.view({4 * batch, rank + 2, inner});
+  const Tensor out = at::zeros({2, 2, rank + 2, inner}, dt_projs_weight.options().dtype(dtype));
+  out.narrow(2, 0, rank).copy_(slot_order(dt_projs_weight).transpose(2, 3));
+  return out.view({kDirections, rank + 2, inner});
+}
+
+// ``out[:, j] = weights[j] @ maps[:, j]`` for every image, one batched GEMM per ``j`` with
+// the weight shared by the images (batch stride 0) (`_shared_weight_bmm`).
+Tensor shared_weight_bmm(const Tensor& weights, const Tensor& maps, const Tensor& out) {
+  const int64_t batch = maps.size(0);
+  const std::vector<Tensor> weight = weights.unbind(0), maps_j = maps.unbind(1);
+  std::vector<Tensor> out_j = out.unbind(1);
+  for (size_t j = 0; j < weight.size(); ++j) {
+    at::bmm_out(out_j[j], weight[j].expand({batch, -1, -1}), maps_j[j]);
+  }
+  return out;
 }
 
 // The compile-time arguments of a scan kernel (`_meta`).
@@ -185,8 +195,8 @@ std::vector<Tensor> core_forward(const Tensor& x, const Tensor& x_proj_weight,
   const int64_t length = height * width;
   const Tensor xs = scan_inputs(x);
   const int64_t stride = xs.size(3);
-  const Tensor proj = at::bmm(pair_weights(x_proj_weight, batch, x.scalar_type()),
-                              xs.view({2 * batch, inner, stride}))
+  const Tensor proj = shared_weight_bmm(pair_weights(x_proj_weight, x.scalar_type()), xs,
+                                       x.new_empty({batch, 2, 2 * (rank + 2), stride}))
                           .view({batch, -1, stride});
   const Tensor y = new_map({batch, inner, stride}, f32(x), !cfg.paired);
   const Tensor yt = new_map({batch, inner, stride}, f32(x), !cfg.paired);
@@ -246,24 +256,21 @@ std::vector<Tensor> core_backward(const Tensor& grad_output, const Tensor& xs,
                arg(cfg.chunks), arg(cfg.segments), arg(cfg.chunks_per_segment)},
               scan_meta(cfg, rank, /*backward=*/true));
   // The dt projection's input and weight gradients (see `_backward`).
-  const int64_t slots = kDirections * batch;
-  grad_proj.view({slots, rows, stride})
-      .add_(at::bmm(slot_dt_weights(dt_projs_weight, batch, xs.scalar_type()),
-                    grad_z.view({slots, inner, stride})));
+  grad_proj.view({batch, kDirections, rows, stride})
+      .add_(shared_weight_bmm(slot_dt_weights(dt_projs_weight, xs.scalar_type()), grad_z,
+                              xs.new_empty({batch, kDirections, rows, stride})));
   const Tensor proj_t =
       valid(proj.view({batch, kDirections, rows, stride}), length).transpose(2, 3);
   const Tensor grad_wdt = at::matmul(valid(grad_z, length), proj_t)
                               .sum({0}, false, at::kFloat)
                               .narrow(2, 0, rank);
   grad_z.reset();
-  // The x projection, from both scan orders at once, in x's dtype, added in the merge.
+  // The x projection, per scan order, in x's dtype, added in the merge.
   const Tensor grad_proj_x = grad_proj.to(xs.scalar_type());
-  const int64_t pairs = 2 * batch;
-  const Tensor grad_xs_proj =
-      at::bmm(pair_weights(x_proj_weight, batch, xs.scalar_type()).transpose(1, 2),
-              grad_proj_x.view({pairs, -1, stride}));
-  const Tensor grad_x = merge_orders_into(
-      grad_xs, grad_xs_proj.view({batch, 2, inner, stride}), at::empty_like(grad_out));
+  const Tensor grad_xs_proj = shared_weight_bmm(
+      pair_weights(x_proj_weight, xs.scalar_type()).transpose(1, 2),
+      grad_proj_x.view({batch, 2, 2 * rows, stride}), at::empty_like(xs));
+  const Tensor grad_x = merge_orders_into(grad_xs, grad_xs_proj, at::empty_like(grad_out));
   const Tensor grad_w_slots = at::matmul(valid(grad_proj_x.view({batch, 2, -1, stride}), length),
                                          valid(xs, length).transpose(2, 3))
                                   .sum({0}, false, at::kFloat);

@@ -352,15 +352,26 @@ def test_slot_order_is_spelled_the_same_everywhere():
     assert _slot_order(order).reshape(4).tolist() == list(SLOT_DIRECTION)
     assert _direction_order(_slot_order(order)).tolist() == [0, 1, 2, 3]
     weight = torch.randn(4, 3, 5)  # (4, R+2, D)
-    pairs = _pair_weights(weight, 2, torch.float64)  # (2B, 2*(R+2), D)
-    assert pairs.shape == (4, 6, 5) and pairs.dtype == torch.float64
-    by_slot = weight[list(SLOT_DIRECTION)].double().view(2, 6, 5)
-    assert torch.equal(pairs, by_slot.repeat(2, 1, 1))
+    pairs = _pair_weights(weight, torch.float64)  # (2, 2*(R+2), D)
+    assert pairs.shape == (2, 6, 5) and pairs.dtype == torch.float64
+    assert torch.equal(pairs, weight[list(SLOT_DIRECTION)].double().view(2, 6, 5))
     dt_weight = torch.randn(4, 5, 2)  # (4, D, R)
-    slots = _slot_dt_weights(dt_weight, 2, torch.float64).view(2, 4, 4, 5)  # (B, slot, R+2, D)
+    slots = _slot_dt_weights(dt_weight, torch.float64)  # (slot, R+2, D)
+    assert slots.shape == (4, 4, 5)
     expected = dt_weight[list(SLOT_DIRECTION)].transpose(1, 2).double()
-    assert torch.equal(slots[:, :, :2], expected.expand(2, -1, -1, -1))
-    assert not slots[:, :, 2:].any()
+    assert torch.equal(slots[:, :2], expected)
+    assert not slots[:, 2:].any()
+
+
+def test_shared_weight_bmm_is_a_per_image_product():
+    """``out[:, j] = weights[j] @ maps[:, j]`` for every image, into a strided ``out``."""
+    from mmvmamba.ops.triton.ss2d_core import _shared_weight_bmm
+
+    weights, maps = torch.randn(3, 4, 5).double(), torch.randn(2, 3, 5, 6).double()
+    out = torch.zeros(2, 3, 4, 8).double()[..., :6]  # rows padded, as the maps' are
+    assert _shared_weight_bmm(weights.transpose(1, 2).contiguous().transpose(1, 2), maps,
+                              out) is out
+    torch.testing.assert_close(out, torch.einsum('jmk,bjkn->bjmn', weights, maps))
 
 
 def test_fused_core_rejects_state_size_above_one():

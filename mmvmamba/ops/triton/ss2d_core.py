@@ -26,10 +26,11 @@ same two functions through a plain ``autograd.Function``, which costs less host 
 
 The eager training step at batch 128 is bound by the host's time to issue it (every torch call
 and launch here runs once per block per step), so both passes keep their torch calls few:
-pairs of maps in one allocation, batched GEMMs over both scan orders, the parameters handed to
-the kernels as they are, autocast switched off by a flag flip (``ops.amp.autocast_off``; the
-GEMMs run in the map's dtype, accumulating in fp32) rather than ``torch.autocast``
-(``tools/analysis/count_host_ops.py`` counts them).
+pairs of maps in one allocation, the parameters handed to the kernels as they are, autocast
+switched off by a flag flip (``ops.amp.autocast_off``; the GEMMs run in the map's dtype,
+accumulating in fp32) rather than ``torch.autocast`` (``tools/analysis/count_host_ops.py``
+counts them). The projections' batched GEMMs share one weight across the images (batch
+stride 0, one GEMM per scan order or slot) rather than copying it per image.
 """
 from __future__ import annotations
 
@@ -219,24 +220,34 @@ def _direction_order(t: Tensor) -> Tensor:
     return t.transpose(0, 1).reshape(DIRECTIONS, *t.shape[2:])
 
 
-def _pair_weights(x_proj_weight: Tensor, batch: int, dtype: torch.dtype) -> Tensor:
-    """``(2B, 2*(R+2), D)`` x-projection weights for each (image, scan order) pair of
-    ``xs``, in ``dtype``: pair ``2b + g`` holds order ``g``'s two slots (directions ``g`` and
-    ``g + 2``). One copy (cast, slot order and batch broadcast at once): the batched GEMMs
-    over both orders need a weight per pair, and a broadcasting ``matmul`` would make two."""
+def _pair_weights(x_proj_weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(2, 2*(R+2), D)`` x-projection weights per scan order of ``xs``, in ``dtype``: order
+    ``g`` holds its two slots (directions ``g`` and ``g + 2``)."""
     _, rows, inner = x_proj_weight.shape
-    out = torch.empty(batch, 2, 2, rows, inner, device=x_proj_weight.device, dtype=dtype)
-    return out.copy_(_slot_order(x_proj_weight)).view(2 * batch, 2 * rows, inner)
+    out = torch.empty(2, 2, rows, inner, device=x_proj_weight.device, dtype=dtype)
+    return out.copy_(_slot_order(x_proj_weight)).view(2, 2 * rows, inner)
 
 
-def _slot_dt_weights(dt_projs_weight: Tensor, batch: int, dtype: torch.dtype) -> Tensor:
-    """``(4B, R+2, D)`` transposed dt-projection weights per (image, ``proj`` slot), in
-    ``dtype``, with two zero rows for the B and C rows of the slot (so that the GEMM with the
-    dt gradient spans all ``R+2`` rows of ``grad_proj``)."""
+def _slot_dt_weights(dt_projs_weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(4, R+2, D)`` transposed dt-projection weights per ``proj`` slot, in ``dtype``, with
+    two zero rows for the B and C rows of the slot (so that the GEMM with the dt gradient spans
+    all ``R+2`` rows of ``grad_proj``)."""
     _, inner, rank = dt_projs_weight.shape
-    out = torch.zeros(batch, 2, 2, rank + 2, inner, device=dt_projs_weight.device, dtype=dtype)
+    out = torch.zeros(2, 2, rank + 2, inner, device=dt_projs_weight.device, dtype=dtype)
     out[..., :rank, :].copy_(_slot_order(dt_projs_weight).transpose(2, 3))
-    return out.view(4 * batch, rank + 2, inner)
+    return out.view(DIRECTIONS, rank + 2, inner)
+
+
+def _shared_weight_bmm(weights: Tensor, maps: Tensor, out: Tensor) -> Tensor:
+    """``out[:, j] = weights[j] @ maps[:, j]`` for every image: ``weights (J, M, K)``, ``maps
+    (B, J, K, N)``, ``out (B, J, M, N)`` (any strides with unit stride in the matrix rows or
+    columns). One batched GEMM per ``j``, its weight shared by the images (batch stride 0), so
+    that no per-image copy of the weights is made (a ``(2B, 2*(R+2), D)`` copy took 4.8 ms of
+    VMamba-B's training step, run 77)."""
+    batch = maps.shape[0]
+    for weight, maps_j, out_j in zip(weights.unbind(0), maps.unbind(1), out.unbind(1)):
+        torch.bmm(weight.expand(batch, -1, -1), maps_j, out=out_j)
+    return out
 
 
 #: Row stride multiple of the maps the scan kernels read and write (see ss2d_scan).
@@ -310,8 +321,9 @@ def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs
         xs = _scan_inputs(x)
         # (2B, 2*(R+2), S) = (B, 4*(R+2), S) by slot, each direction in its own order.
         stride = xs.shape[3]
-        proj = torch.bmm(_pair_weights(x_proj_weight, batch, x.dtype),
-                         xs.view(2 * batch, inner, stride)).view(batch, -1, stride)
+        proj = _shared_weight_bmm(
+            _pair_weights(x_proj_weight, x.dtype), xs,
+            x.new_empty(batch, 2, 2 * (rank + 2), stride)).view(batch, -1, stride)
         y = _new_map((batch, inner), length, zeroed=not paired, **f32)
         yt = _new_map((batch, inner), length, zeroed=not paired, **f32)
         states, seg_decay, seg_state = _state_maps(batch, inner, cfg, **f32)
@@ -400,22 +412,21 @@ def _backward(grad_out: Tensor, xs: Tensor, x_proj_weight: Tensor, dt_projs_weig
         # dimension (6 in VMamba-T) falls to slow unaligned tensor-core kernels. Padding
         # columns (past ``length``) hold garbage: column-wise products keep it there, and
         # every sum over positions reads only the valid columns.
-        slots = DIRECTIONS * batch
-        grad_proj.view(slots, rows, stride).add_(torch.bmm(
-            _slot_dt_weights(dt_projs_weight, batch, xs.dtype), grad_z.view(slots, inner, stride)))
+        grad_proj.view(batch, DIRECTIONS, rows, stride).add_(_shared_weight_bmm(
+            _slot_dt_weights(dt_projs_weight, xs.dtype), grad_z,
+            xs.new_empty(batch, DIRECTIONS, rows, stride)))
         proj_t = _valid(proj.view(batch, DIRECTIONS, rows, stride), length).transpose(2, 3)
         grad_wdt = torch.matmul(_valid(grad_z, length), proj_t).sum(0, dtype=torch.float32)
         grad_wdt = grad_wdt[..., :rank]
         del grad_z
-        # x projection, from both scan orders at once, in x's dtype (tensor cores; as autocast
-        # runs the reference's projection): (2B, D, 2*(R+2)) @ (2B, 2*(R+2), S), added to the
+        # x projection, per scan order, in x's dtype (tensor cores; as autocast runs the
+        # reference's projection): (D, 2*(R+2)) @ (B, 2*(R+2), S) for each order, added to the
         # scans' fp32 gradient in the merge.
         grad_proj = grad_proj.to(xs.dtype)
-        pairs = 2 * batch
-        grad_xs_proj = torch.bmm(_pair_weights(x_proj_weight, batch, xs.dtype).transpose(1, 2),
-                                 grad_proj.view(pairs, -1, stride))
-        grad_x = merge_orders_into(grad_xs, grad_xs_proj.view(batch, 2, inner, stride),
-                                   torch.empty_like(grad_out))
+        grad_xs_proj = _shared_weight_bmm(
+            _pair_weights(x_proj_weight, xs.dtype).transpose(1, 2),
+            grad_proj.view(batch, 2, 2 * rows, stride), torch.empty_like(xs))
+        grad_x = merge_orders_into(grad_xs, grad_xs_proj, torch.empty_like(grad_out))
         # (B, 2, 2*(R+2), L) @ (B, 2, L, D) in x's dtype (no fp32 copy of x), summed in fp32.
         grad_w_slots = torch.matmul(
             _valid(grad_proj.view(batch, 2, -1, stride), length),
