@@ -259,11 +259,11 @@ std::vector<Tensor> core_backward(const Tensor& grad_output, const Tensor& xs,
   grad_proj.view({batch, kDirections, rows, stride})
       .add_(shared_weight_bmm(slot_dt_weights(dt_projs_weight, xs.scalar_type()), grad_z,
                               xs.new_empty({batch, kDirections, rows, stride})));
-  const Tensor proj_t =
-      valid(proj.view({batch, kDirections, rows, stride}), length).transpose(2, 3);
-  const Tensor grad_wdt = at::matmul(valid(grad_z, length), proj_t)
+  const Tensor grad_wdt = at::matmul(valid(proj.view({batch, kDirections, rows, stride}), length),
+                                     valid(grad_z, length).transpose(2, 3))
                               .sum({0}, false, at::kFloat)
-                              .narrow(2, 0, rank);
+                              .narrow(1, 0, rank)
+                              .transpose(1, 2);
   grad_z.reset();
   // The x projection, per scan order, in x's dtype, added in the merge.
   const Tensor grad_proj_x = grad_proj.to(xs.scalar_type());
@@ -276,7 +276,7 @@ std::vector<Tensor> core_backward(const Tensor& grad_output, const Tensor& xs,
                                   .sum({0}, false, at::kFloat);
   return {grad_x,
           direction_order(grad_w_slots.view({2, 2, rows, inner})).to(x_proj_weight.scalar_type()),
-          direction_order(grad_wdt.view({2, 2, inner, rank})).to(dt_projs_weight.scalar_type()),
+          direction_order(grad_wdt.unflatten(0, {2, 2})).to(dt_projs_weight.scalar_type()),
           grad_chan.sum({1, 3}), grad_norm};
 }
 

@@ -415,9 +415,12 @@ def _backward(grad_out: Tensor, xs: Tensor, x_proj_weight: Tensor, dt_projs_weig
         grad_proj.view(batch, DIRECTIONS, rows, stride).add_(_shared_weight_bmm(
             _slot_dt_weights(dt_projs_weight, xs.dtype), grad_z,
             xs.new_empty(batch, DIRECTIONS, rows, stride)))
-        proj_t = _valid(proj.view(batch, DIRECTIONS, rows, stride), length).transpose(2, 3)
-        grad_wdt = torch.matmul(_valid(grad_z, length), proj_t).sum(0, dtype=torch.float32)
-        grad_wdt = grad_wdt[..., :rank]
+        # (B, 4, R+2, L) @ (B, 4, L, D), summed in fp32, as the weight's (4, D, R) by slot: the
+        # product's rows are D long (an (R+2)-long row, 34 at VMamba-B's stage 3, is unaligned
+        # for the tensor-core kernels, and took a slow one).
+        grad_wdt = torch.matmul(_valid(proj.view(batch, DIRECTIONS, rows, stride), length),
+                                _valid(grad_z, length).transpose(2, 3)).sum(0, dtype=torch.float32)
+        grad_wdt = grad_wdt[:, :rank].transpose(1, 2)
         del grad_z
         # x projection, per scan order, in x's dtype (tensor cores; as autocast runs the
         # reference's projection): (D, 2*(R+2)) @ (B, 2*(R+2), S) for each order, added to the
@@ -433,7 +436,7 @@ def _backward(grad_out: Tensor, xs: Tensor, x_proj_weight: Tensor, dt_projs_weig
             _valid(xs, length).transpose(2, 3)).sum(0, dtype=torch.float32)
     return (grad_x,
             _direction_order(grad_w_slots.view(2, 2, rows, inner)).to(x_proj_weight.dtype),
-            _direction_order(grad_wdt.view(2, 2, inner, rank)).to(dt_projs_weight.dtype),
+            _direction_order(grad_wdt.unflatten(0, (2, 2))).to(dt_projs_weight.dtype),
             grad_chan.sum((1, 3)),
             grad_norm)
 
