@@ -58,11 +58,12 @@ void launch_pair_kernel(const char* kernel, const Tensor& x, const std::vector<T
          args, {{"TD", tile_d}, {"TH", tile_h}, {"TW", tile_w}, {"num_warps", 4}});
 }
 
-// ``x (B, D, H, W)`` written into a new pair ``(B, 2, D, S)`` in both scan orders
-// (`_scan_inputs` / `scan_orders_into`).
+// ``x (B, D, H, W)`` written into a new pair ``(B, 2, D, S)`` in both scan orders, the padding
+// columns zeroed (`_scan_inputs` / `scan_orders_into`).
 Tensor scan_inputs(const Tensor& x) {
-  const Tensor pair =
-      at::empty({x.size(0), 2, x.size(1), row_stride(x.size(2) * x.size(3))}, x.options());
+  const int64_t length = x.size(2) * x.size(3);
+  const Tensor pair = at::empty({x.size(0), 2, x.size(1), row_stride(length)}, x.options());
+  if (pair.size(3) > length) pair.narrow(3, length, pair.size(3) - length).zero_();
   launch_pair_kernel("scan_orders", x, {x, pair},
                      {x.stride(0), x.stride(1), x.stride(2), x.stride(3), pair.stride(0),
                       pair.stride(1), pair.stride(2)});
@@ -259,8 +260,9 @@ std::vector<Tensor> core_backward(const Tensor& grad_output, const Tensor& xs,
   grad_proj.view({batch, kDirections, rows, stride})
       .add_(shared_weight_bmm(slot_dt_weights(dt_projs_weight, xs.scalar_type()), grad_z,
                               xs.new_empty({batch, kDirections, rows, stride})));
-  const Tensor grad_wdt = at::matmul(valid(proj.view({batch, kDirections, rows, stride}), length),
-                                     valid(grad_z, length).transpose(2, 3))
+  // Sums over all S columns (zero padding in xs, proj, grad_z and grad_proj; see `_backward`).
+  const Tensor grad_wdt = at::matmul(proj.view({batch, kDirections, rows, stride}),
+                                     grad_z.transpose(2, 3))
                               .sum({0}, false, at::kFloat)
                               .narrow(1, 0, rank)
                               .transpose(1, 2);
@@ -271,8 +273,8 @@ std::vector<Tensor> core_backward(const Tensor& grad_output, const Tensor& xs,
       pair_weights(x_proj_weight, xs.scalar_type()).transpose(1, 2),
       grad_proj_x.view({batch, 2, 2 * rows, stride}), at::empty_like(xs));
   const Tensor grad_x = merge_orders_into(grad_xs, grad_xs_proj, at::empty_like(grad_out));
-  const Tensor grad_w_slots = at::matmul(valid(grad_proj_x.view({batch, 2, -1, stride}), length),
-                                         valid(xs, length).transpose(2, 3))
+  const Tensor grad_w_slots = at::matmul(grad_proj_x.view({batch, 2, -1, stride}),
+                                         xs.transpose(2, 3))
                                   .sum({0}, false, at::kFloat);
   return {grad_x,
           direction_order(grad_w_slots.view({2, 2, rows, inner})).to(x_proj_weight.scalar_type()),

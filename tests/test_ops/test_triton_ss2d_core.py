@@ -162,8 +162,12 @@ def outputs_and_grads(case, core_fn, seed, channels_last=False):
 
 
 def _interpreter_worker():
-    """Entry point of the subprocess: print the errors of every interpreter case as JSON."""
+    """Entry point of the subprocess: print the errors of every interpreter case as JSON.
+    Uninitialised memory is poisoned (``torch.empty`` filled with NaN under deterministic
+    mode), so that a result reading memory no kernel wrote is not finite."""
     assert os.environ.get('TRITON_INTERPRET') == '1'
+    torch.use_deterministic_algorithms(True)
+    assert torch.utils.deterministic.fill_uninitialized_memory
     from mmvmamba.ops.triton.ss2d_core import (
         SCAN_TUNING,
         _core_fwd,
@@ -240,9 +244,10 @@ def _opcheck_custom_ops(batch, inner, height, width, rank):
 
 def _plain_passes_equal(cpp, case, channels_last):
     """``cpp.ss2d_core_forward`` / ``_backward`` against ``_forward`` / ``_backward``: one flag
-    per output (7 forward, 5 backward), equal to the bit with the same strides. Memory no
-    kernel writes is left out: the padding columns of ``proj`` and ``y`` (rows padded to 16)
-    and, with one segment, the segment summaries."""
+    per output (7 forward, 5 backward), equal to the bit with the same strides, and a last flag:
+    the padding columns of the saved ``xs`` and ``proj`` are zero (the weight-gradient GEMMs sum
+    over them). Memory no kernel writes is left out: the padding columns of ``y`` (rows padded
+    to 16) and, with one segment, the segment summaries."""
     from mmvmamba.ops.triton.ss2d_core import _backward, _cpp_config, _forward
 
     batch, inner, height, width, rank, dtype_name = case
@@ -260,11 +265,15 @@ def _plain_passes_equal(cpp, case, channels_last):
 
     def written(outputs):
         out, proj, y, stats, states, seg_decay, xs = outputs
-        return [out, proj[..., :height * width], y[..., :height * width], stats, states,
-                seg_decay if segments > 1 else seg_decay.new_zeros(()), xs[..., :height * width]]
+        return [out, proj, y[..., :height * width], stats, states,
+                seg_decay if segments > 1 else seg_decay.new_zeros(()), xs]
 
+    length = height * width
+    padding = [saved[i][..., length:] for saved in forward for i in (1, 6)]
+    assert all(p.numel() for p in padding), 'the case needs padded rows'
     return [torch.equal(a, b) and a.stride() == b.stride()
-            for a, b in [*zip(*map(written, forward)), *zip(*backward)]]
+            for a, b in [*zip(*map(written, forward)), *zip(*backward)]] + [
+                all(bool((p == 0).all()) for p in padding)]
 
 
 def _check(errors, dtype_name):
@@ -304,9 +313,10 @@ def test_cpp_passes_equal_python_passes_interpreted(interpreted_results, name):
 @pytest.mark.parametrize('name', ['three_chunks_three_segments', 'channels_last_bf16_paired'])
 def test_cpp_custom_op_passes_equal_python_passes_interpreted(interpreted_results, name):
     """What the torch.compile custom ops run with ``CPP_PASSES['ss2d_core']`` on: the C++
-    forward's seven outputs (the saved maps included) and the backward's five, to the bit."""
+    forward's seven outputs (the saved maps included) and the backward's five, to the bit; the
+    saved maps' padding columns zero."""
     equal = interpreted_results['cpp_equal'][f'{name} (no autograd)']
-    assert len(equal) == 12 and all(equal), equal
+    assert len(equal) == 13 and all(equal), equal
 
 
 def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):

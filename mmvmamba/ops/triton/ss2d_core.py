@@ -8,7 +8,9 @@ backbone hands it over) or any other layout:
    (``xs[:, 0]``) and column-major (``xs[:, 1]``) position order, ``L = H*W`` positions per
    row and the row stride ``S`` rounded up to a multiple of 16 (one Triton copy), so that every
    scan direction reads and writes contiguous, aligned rows (see ``ss2d_scan``). Every map of
-   positions below has the same row stride; padding columns are never read.
+   positions below has the same row stride. The padding columns of ``xs`` are zeroed, so
+   those of ``proj`` are zero too; the backward's weight-gradient GEMMs sum over all ``S``
+   columns (an aligned length; see :func:`_backward`)
 2. ``proj``: the x projection, position-wise, so no cross-scan copy is needed before it: one
    batched GEMM over both orders, ``(B, 4*(R+2), S)`` with each direction in its own order
    (slots of ``ss2d_scan.SLOT_DIRECTION``).
@@ -274,9 +276,13 @@ def _valid(row_map: Tensor, length: int) -> Tensor:
 def _scan_inputs(x: Tensor) -> Tensor:
     """``x (B, D, H, W)`` (any strides) as the pair of maps the scans read, ``(B, 2, D, S)``:
     H*W positions per row in row-major (``[:, 0]``) and column-major (``[:, 1]``) order, one
-    copy kernel."""
+    copy kernel; the padding columns zeroed (one fill, where ``S > H*W``), so that ``proj``'s
+    padding is zero too and the weight gradients may sum over all ``S`` columns."""
     batch, inner, height, width = x.shape
-    pair = _new_map((batch, 2, inner), height * width, device=x.device, dtype=x.dtype)
+    length = height * width
+    pair = _new_map((batch, 2, inner), length, device=x.device, dtype=x.dtype)
+    if pair.shape[3] > length:
+        pair[..., length:].zero_()
     return scan_orders_into(x, pair)
 
 
@@ -409,17 +415,19 @@ def _backward(grad_out: Tensor, xs: Tensor, x_proj_weight: Tensor, dt_projs_weig
         # dt projection: delta[b,k] = wdt[k] @ dt_low[b,k], so with gz = d loss / d delta
         # (grad_z, proj and grad_proj by slot; wdt by direction). Both GEMMs span all R+2 rows
         # of a slot (the dt weight padded with zero rows for the B and C rows): an R-sized
-        # dimension (6 in VMamba-T) falls to slow unaligned tensor-core kernels. Padding
-        # columns (past ``length``) hold garbage: column-wise products keep it there, and
-        # every sum over positions reads only the valid columns.
+        # dimension (6 in VMamba-T) falls to slow unaligned tensor-core kernels. The padding
+        # columns (past ``length``) of xs, proj, grad_z (the scan stores zeros there) and
+        # grad_proj are zero, so the sums over positions run over all S columns: S is a
+        # multiple of 16 where ``length`` (196, 49) may not be, and a GEMM whose sum runs
+        # over an unaligned length took slow align1/align2 kernels (run 81).
         grad_proj.view(batch, DIRECTIONS, rows, stride).add_(_shared_weight_bmm(
             _slot_dt_weights(dt_projs_weight, xs.dtype), grad_z,
             xs.new_empty(batch, DIRECTIONS, rows, stride)))
-        # (B, 4, R+2, L) @ (B, 4, L, D), summed in fp32, as the weight's (4, D, R) by slot: the
+        # (B, 4, R+2, S) @ (B, 4, S, D), summed in fp32, as the weight's (4, D, R) by slot: the
         # product's rows are D long (an (R+2)-long row, 34 at VMamba-B's stage 3, is unaligned
         # for the tensor-core kernels, and took a slow one).
-        grad_wdt = torch.matmul(_valid(proj.view(batch, DIRECTIONS, rows, stride), length),
-                                _valid(grad_z, length).transpose(2, 3)).sum(0, dtype=torch.float32)
+        grad_wdt = torch.matmul(proj.view(batch, DIRECTIONS, rows, stride),
+                                grad_z.transpose(2, 3)).sum(0, dtype=torch.float32)
         grad_wdt = grad_wdt[:, :rank].transpose(1, 2)
         del grad_z
         # x projection, per scan order, in x's dtype (tensor cores; as autocast runs the
@@ -430,10 +438,9 @@ def _backward(grad_out: Tensor, xs: Tensor, x_proj_weight: Tensor, dt_projs_weig
             _pair_weights(x_proj_weight, xs.dtype).transpose(1, 2),
             grad_proj.view(batch, 2, 2 * rows, stride), torch.empty_like(xs))
         grad_x = merge_orders_into(grad_xs, grad_xs_proj, torch.empty_like(grad_out))
-        # (B, 2, 2*(R+2), L) @ (B, 2, L, D) in x's dtype (no fp32 copy of x), summed in fp32.
-        grad_w_slots = torch.matmul(
-            _valid(grad_proj.view(batch, 2, -1, stride), length),
-            _valid(xs, length).transpose(2, 3)).sum(0, dtype=torch.float32)
+        # (B, 2, 2*(R+2), S) @ (B, 2, S, D) in x's dtype (no fp32 copy of x), summed in fp32.
+        grad_w_slots = torch.matmul(grad_proj.view(batch, 2, -1, stride),
+                                    xs.transpose(2, 3)).sum(0, dtype=torch.float32)
     return (grad_x,
             _direction_order(grad_w_slots.view(2, 2, rows, inner)).to(x_proj_weight.dtype),
             _direction_order(grad_wdt.unflatten(0, (2, 2))).to(dt_projs_weight.dtype),

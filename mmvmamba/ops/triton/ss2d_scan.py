@@ -36,7 +36,8 @@ state gradient.
 
 Layouts ("direction order" is row-major positions ``h*W + w`` for k = 0, 2 and column-major
 positions ``w*H + h`` for k = 1, 3). Every map of positions has a row stride ``S``, ``L``
-rounded up to a multiple of 16 (the ``S - L`` padding columns are never read or written), so
+rounded up to a multiple of 16 (the kernels never read the ``S - L`` padding columns, and write
+only zeros there: in ``grad_z``, whose padding the core's GEMMs read), so
 that every row starts 16-element aligned and ``S`` is specialised as a multiple of 16: at
 L = 196 or 49 (VMamba-T's stages 3-4) unaligned rows left the compiler with single-element
 loads, the slow layout and up to 255 registers in the backward. The maps are otherwise dense:
@@ -414,8 +415,10 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
             g_c = tl.sum(gy * h_all, axis=0)
             tl.atomic_add(gproj_k + R * S + pos, g_b, mask=step_ok, sem='relaxed')
             tl.atomic_add(gproj_k + (R + 1) * S + pos, g_c, mask=step_ok, sem='relaxed')
+            # Zeros in the padding columns too (chunks span whole multiples of 16 >= S).
             gz_k = gz_ptr + (b * 4 + _proj_slot(k)) * D * S
-            tl.store(gz_k + offs, g_z.to(gz_ptr.dtype.element_ty), mask=tile_ok)
+            tl.store(gz_k + offs, g_z.to(gz_ptr.dtype.element_ty),
+                     mask=chan_ok[:, None] & (pos < S)[None, :])
 
     if SUMMARY:
         tl.store(seg_carry_ptr + seg_base + seg * D, carry, mask=chan_ok)
@@ -442,7 +445,8 @@ def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys
     Otherwise: ``gxs (B, 2, D, S)`` (fp32; the two scan orders, like ``xs``; the output
     gradient ``gys`` likewise) receives the scan's input gradient, rows B, C of
     ``gproj (B, 4, R+2, S)`` (slots as ``proj``) theirs; ``gz (B, 4, D, S)``, by ``proj`` slot,
-    gets the gradient of ``delta + bias`` in direction order (the caller turns it into the
+    gets the gradient of ``delta + bias`` in direction order, zeros in its padding columns (the
+    caller turns it into the
     dt_low and dt-weight gradients with two GEMMs); ``gchan (3, B, K, NSEG, D)`` (rows: bias,
     A_logs, Ds; by direction) holds per-program partial sums.
 
