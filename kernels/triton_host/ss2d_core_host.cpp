@@ -6,6 +6,8 @@
 
 #include <torch/extension.h>
 
+#include <algorithm>
+#include <array>
 #include <optional>
 #include <vector>
 
@@ -23,7 +25,9 @@ constexpr int64_t kDirections = 4;
 constexpr int64_t kRowAlign = 16;  // row stride multiple of the scan's maps (ROW_ALIGN)
 constexpr int64_t kPairTile = 16;  // positions per side of a scan-order copy tile
 constexpr int64_t kPairTileElements = 4096;
-constexpr int64_t kCopyTile = 32;  // positions per side of a transpose tile (_TILE)
+constexpr int64_t kCopyTile = 64;  // positions per side of a transpose tile (_TILE)
+constexpr int64_t kEightWarpTile = 1024;  // transpose tiles this large take 8 warps
+constexpr int64_t kSplitOrdersMinSide = 28;  // SPLIT_ORDERS_MIN_SIDE of transpose.py
 
 // `ScanConfig` of ss2d_core.py, in its field order, then `paired` (`_paired`).
 struct ScanConfig {
@@ -43,7 +47,7 @@ Tensor valid(const Tensor& row_map, int64_t length) { return row_map.narrow(-1, 
 // A pair kernel (scan orders / merge orders, transpose.py `_launch_pair_kernel`) over the
 // tiles of the ``(B, D, H, W)`` map ``x``: ``kernel(*maps, D, H, W, *strides)``.
 void launch_pair_kernel(const char* kernel, const Tensor& x, const std::vector<Tensor>& maps,
-                        const std::vector<int64_t>& strides) {
+                        const std::vector<int64_t>& strides, int64_t num_warps) {
   if (x.numel() == 0) return;
   const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
   const int64_t tile_h = std::min(kPairTile, next_power_of_2(height));
@@ -55,7 +59,23 @@ void launch_pair_kernel(const char* kernel, const Tensor& x, const std::vector<T
   for (const int64_t n : {channels, height, width}) args.push_back(arg(n));
   for (const int64_t s : strides) args.push_back(arg(s));
   launch(kernel, {batch * cdiv(channels, tile_d), cdiv(height, tile_h), cdiv(width, tile_w)},
-         args, {{"TD", tile_d}, {"TH", tile_h}, {"TW", tile_w}, {"num_warps", 4}});
+         args, {{"TD", tile_d}, {"TH", tile_h}, {"TW", tile_w}, {"num_warps", num_warps}});
+}
+
+// ``dst[o, i, r, c] (+)= src[o, i, r, c]`` over the view ``(outer, inner, rows, cols)`` of two
+// strided layouts (`_copy_tiles`): strides ``{outer, inner, row, col}`` of each.
+void copy_tiles(const Tensor& src, const Tensor& dst, int64_t outer, int64_t inner, int64_t rows,
+                int64_t cols, const std::array<int64_t, 4>& src_strides,
+                const std::array<int64_t, 4>& dst_strides, bool accumulate) {
+  if (outer * inner * rows * cols == 0) return;
+  const int64_t tile_r = std::min(kCopyTile, next_power_of_2(rows));
+  const int64_t tile_c = std::min(kCopyTile, next_power_of_2(cols));
+  std::vector<Arg> args{arg(src), arg(dst), arg(inner), arg(rows), arg(cols)};
+  for (const int64_t s : src_strides) args.push_back(arg(s));
+  for (const int64_t s : dst_strides) args.push_back(arg(s));
+  launch("copy_tiles", {outer * inner, cdiv(rows, tile_r), cdiv(cols, tile_c)}, args,
+         {{"TR", tile_r}, {"TC", tile_c}, {"ACCUMULATE", accumulate, true},
+          {"num_warps", tile_r * tile_c >= kEightWarpTile ? 8 : 4}});
 }
 
 // ``x (B, D, H, W)`` written into a new pair ``(B, 2, D, S)`` in both scan orders, the padding
@@ -64,9 +84,20 @@ Tensor scan_inputs(const Tensor& x) {
   const int64_t length = x.size(2) * x.size(3);
   const Tensor pair = at::empty({x.size(0), 2, x.size(1), row_stride(length)}, x.options());
   if (pair.size(3) > length) pair.narrow(3, length, pair.size(3) - length).zero_();
+  const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
+  if (std::min(height, width) >= kSplitOrdersMinSide && x.stride(1) == 1 &&
+      x.stride(2) == width * x.stride(3)) {  // two plane transposes (`_split_orders`)
+    copy_tiles(x, pair, batch, 1, length, channels, {x.stride(0), 0, x.stride(3), 1},
+               {pair.stride(0), 0, 1, pair.stride(2)}, false);
+    copy_tiles(x, pair.select(1, 1), batch, width, height, channels,
+               {x.stride(0), x.stride(3), x.stride(2), 1},
+               {pair.stride(0), height, 1, pair.stride(2)}, false);
+    return pair;
+  }
   launch_pair_kernel("scan_orders", x, {x, pair},
                      {x.stride(0), x.stride(1), x.stride(2), x.stride(3), pair.stride(0),
-                      pair.stride(1), pair.stride(2)});
+                      pair.stride(1), pair.stride(2)},
+                     8);
   return pair;
 }
 
@@ -76,7 +107,8 @@ Tensor merge_orders_into(const Tensor& pair, const Tensor& addend, const Tensor&
   launch_pair_kernel("merge_orders", out, {pair, addend, out},
                      {pair.stride(0), pair.stride(1), pair.stride(2), addend.stride(0),
                       addend.stride(1), addend.stride(2), out.stride(0), out.stride(1),
-                      out.stride(2), out.stride(3)});
+                      out.stride(2), out.stride(3)},
+                     4);
   return out;
 }
 
@@ -84,15 +116,9 @@ Tensor merge_orders_into(const Tensor& pair, const Tensor& addend, const Tensor&
 // into ``dst (P, Q, rows*cols)`` (`transpose_into`).
 void transpose_into(const Tensor& src, const Tensor& dst, int64_t rows, int64_t cols,
                     bool accumulate) {
-  const int64_t outer = src.size(0), inner = src.size(1);
-  if (outer * inner * rows * cols == 0) return;
-  const int64_t tile_r = std::min(kCopyTile, next_power_of_2(rows));
-  const int64_t tile_c = std::min(kCopyTile, next_power_of_2(cols));
-  launch("copy_tiles", {outer * inner, cdiv(rows, tile_r), cdiv(cols, tile_c)},
-         {arg(src), arg(dst), arg(inner), arg(rows), arg(cols), arg(src.stride(0)),
-          arg(src.stride(1)), arg(int64_t{1}), arg(rows), arg(dst.stride(0)), arg(dst.stride(1)),
-          arg(cols), arg(int64_t{1})},
-         {{"TR", tile_r}, {"TC", tile_c}, {"ACCUMULATE", accumulate, true}, {"num_warps", 4}});
+  copy_tiles(src, dst, src.size(0), src.size(1), rows, cols,
+             {src.stride(0), src.stride(1), 1, rows}, {dst.stride(0), dst.stride(1), cols, 1},
+             accumulate);
 }
 
 // A ``(4, ...)`` tensor by direction as ``(2, 2, ...)`` by slot (`_slot_order`).

@@ -67,6 +67,8 @@ INTERPRETER_CASES = {
     'fwd_dot_two_channel_blocks': (1, 18, 5, 7, 3, 'fp32', 'fwd_dot_from_rank3'),
     'channels_last_fwd_dot_bf16': (2, 6, 7, 5, 4, 'bf16', 'fwd_dot_from_rank3'),
     'fwd_dot_below_its_rank': (2, 5, 3, 4, 2, 'fp32', 'fwd_dot_from_rank3'),
+    # Both sides >= 28, channels-last: the scan orders written by two plane transposes.
+    'channels_last_split_orders': (1, 4, 28, 29, 2, 'fp32', 'fma'),
 }
 GPU_CASES = {
     'stage1_like': (2, 96, 56, 56, 6, 'fp32'),
@@ -141,11 +143,12 @@ def relative_errors(case, fused_fn, device='cpu', seed=0, channels_last=False):
 
 
 # Interpreter cases the C++ passes (``ss2d_core_cpp``) also run: paired and unpaired scans, one
-# and several segments, channels-last bf16, the tensor-core dt projection, the rank loop.
+# and several segments, channels-last bf16, the tensor-core dt projection, the rank loop, the
+# scan orders by plane transposes.
 CPP_CASES = ('three_chunks_three_segments', 'three_chunks_one_segment',
              'three_chunks_one_segment_unpaired', 'channels_last_bf16_paired',
              'dot_two_channel_blocks_segments', 'rank_loop_remainder', 'one_pixel',
-             'fwd_dot_two_channel_blocks')
+             'fwd_dot_two_channel_blocks', 'channels_last_split_orders')
 
 
 def outputs_and_grads(case, core_fn, seed, channels_last=False):

@@ -28,6 +28,10 @@ LAYOUT_CASES = {
     'multi_tile_fp32': (1, 40, 9, 35, torch.float32),
     'one_row': (3, 6, 1, 5, torch.float32),
     'one_column': (2, 6, 5, 1, torch.float16),
+    # Both sides >= SPLIT_ORDERS_MIN_SIDE: channels-last maps take the two plane transposes
+    # (several tiles of positions and of channels in the second).
+    'split_orders_fp16': (2, 5, 28, 31, torch.float16),
+    'split_orders_tall_fp32': (1, 70, 33, 28, torch.float32),
 }
 GPU_LAYOUT_CASES = {
     'stage1': (8, 96, 56, 56, torch.bfloat16),
@@ -140,6 +144,23 @@ def test_scan_order_copies_match_torch_interpreted(interpreted_results, name, la
     assert rows_error == 0.0 and cols_error == 0.0
     assert merge_error <= ADD_TOLERANCE[LAYOUT_CASES[name][4]]  # one rounding to the map's dtype
     assert layouts_ok
+
+
+def test_split_orders_rule():
+    """Which maps :func:`scan_orders_into` writes by two plane transposes: channels-last ones
+    (channel stride 1, positions one stride apart) with both sides >= 28, as measured."""
+    from mmvmamba.ops.triton.transpose import SPLIT_ORDERS_MIN_SIDE, _split_orders
+
+    def split(shape, layout):
+        return _split_orders(_map_in_layout(torch.zeros(shape), layout))
+
+    assert SPLIT_ORDERS_MIN_SIDE == 28
+    assert split((2, 5, 28, 31), 'channels_last') and split((1, 70, 33, 28), 'channels_last')
+    assert not split((2, 5, 28, 31), 'contiguous') and not split((2, 5, 28, 31), 'strided')
+    assert not split((2, 5, 27, 64), 'channels_last') and not split((2, 5, 64, 27),
+                                                                    'channels_last')
+    # A channel slice of a channels-last map: channels contiguous, positions D' apart.
+    assert _split_orders(torch.zeros(1, 28, 28, 8).permute(0, 3, 1, 2)[:, :5])
 
 
 def test_layout_copies_reject_mismatched_maps():

@@ -27,7 +27,18 @@ from .launch import cdiv, launch, next_power_of_2
 
 __all__ = ['transpose_into', 'scan_orders_into', 'merge_orders_into', 'dense_2d', 'flat']
 
-_TILE = 32
+#: Side of a plane transpose's tile (rows and columns, each capped at the plane's next power
+#: of two), and the tile size from which it takes 8 warps instead of 4. Run 84 (H100, fp32
+#: planes at VMamba-B's batch 128, transposed add): 56x56 planes 585 -> 422 us (32-tiles of 4
+#: warps -> 64-tiles of 8), 28x28 244 -> 219 (8 warps), 14x14 139 either way with 4 warps
+#: (8 warps: 203).
+_TILE = 64
+_EIGHT_WARP_TILE = 1024
+#: Smallest side (H and W) from which a channels-last map's scan orders are written as two
+#: plane transposes (positions x channels tiles, contiguous on both sides) rather than by one
+#: pass of (channels, rows, columns) tiles. Run 84 (fp16, batch 128): 56x56 at 256 channels
+#: 1038 -> 367 us, 28x28 at 512 500 -> 219; at 14x14 (1024) 136 -> 267: slower.
+SPLIT_ORDERS_MIN_SIDE = 28
 
 
 class Strides(NamedTuple):
@@ -103,7 +114,7 @@ def _merge_orders_kernel(src_ptr, add_ptr, dst_ptr, D, H, W, s_b, s_pair, s_d, a
              value.to(dst_ptr.dtype.element_ty), mask=mask)
 
 
-def _launch_pair_kernel(kernel, x: Tensor, maps: tuple, strides: tuple) -> None:
+def _launch_pair_kernel(kernel, x: Tensor, maps: tuple, strides: tuple, num_warps: int) -> None:
     """Launch a pair kernel (``kernel(*maps, D, H, W, *strides)``) over the tiles of the
     ``(B, D, H, W)`` map ``x``: up to 16 x 16 positions and 4096 elements a tile."""
     batch, channels, height, width = x.shape
@@ -114,7 +125,7 @@ def _launch_pair_kernel(kernel, x: Tensor, maps: tuple, strides: tuple) -> None:
     tile_d = min(next_power_of_2(channels), max(1, 4096 // (tile_h * tile_w)))
     grid = (batch * cdiv(channels, tile_d), cdiv(height, tile_h), cdiv(width, tile_w))
     launch(kernel, grid, (*maps, channels, height, width, *strides),
-           dict(TD=tile_d, TH=tile_h, TW=tile_w, num_warps=4))
+           dict(TD=tile_d, TH=tile_h, TW=tile_w, num_warps=num_warps))
 
 
 def _pair_map_strides(pair: Tensor, x: Tensor, name: str) -> tuple[int, int, int]:
@@ -134,12 +145,34 @@ def scan_orders_into(x: Tensor, out: Tensor) -> Tensor:
     scan orders: ``out[:, 0]`` row-major positions ``h*W + w``, ``out[:, 1]`` column-major
     ``w*H + h``, cast to ``out.dtype``; columns past ``H*W`` are left as they are.
 
+    A channels-last ``x`` with both sides at least :data:`SPLIT_ORDERS_MIN_SIDE` is written
+    by two plane transposes: its ``(H*W, D)`` plane into the row-major order, its ``W``
+    planes ``(H, D)`` into the column-major one (``x`` read twice, every access along a
+    contiguous run of 64); any other map by one pass of the pair kernel (one read, 8 warps).
+
     Returns:
         Tensor: ``out``.
     """
-    strides = (*x.stride(), *_pair_map_strides(out, x, 'scan_orders_into'))
-    _launch_pair_kernel(_scan_orders_kernel, x, (x, out), strides)
+    pair_strides = _pair_map_strides(out, x, 'scan_orders_into')
+    if _split_orders(x):
+        batch, channels, height, width = x.shape
+        s_b, _, s_d = pair_strides
+        _copy_tiles(x, out, (batch, 1, height * width, channels),
+                    Strides(x.stride(0), 0, x.stride(3), 1), Strides(s_b, 0, 1, s_d))
+        _copy_tiles(x, out.select(1, 1), (batch, width, height, channels),
+                    Strides(x.stride(0), x.stride(3), x.stride(2), 1), Strides(s_b, height, 1, s_d))
+        return out
+    _launch_pair_kernel(_scan_orders_kernel, x, (x, out), (*x.stride(), *pair_strides), 8)
     return out
+
+
+def _split_orders(x: Tensor) -> bool:
+    """Does :func:`scan_orders_into` write ``x (B, D, H, W)``'s orders by two plane transposes?
+    Where its channels are contiguous, its positions one stride apart in row-major order
+    (``stride(2) == W * stride(3)``) and both sides at least :data:`SPLIT_ORDERS_MIN_SIDE`."""
+    _, _, height, width = x.shape
+    return (min(height, width) >= SPLIT_ORDERS_MIN_SIDE and x.stride(1) == 1
+            and x.stride(2) == width * x.stride(3))
 
 
 def merge_orders_into(pair: Tensor, addend: Tensor, out: Tensor) -> Tensor:
@@ -154,7 +187,7 @@ def merge_orders_into(pair: Tensor, addend: Tensor, out: Tensor) -> Tensor:
     """
     strides = (*_pair_map_strides(pair, out, 'merge_orders_into'),
                *_pair_map_strides(addend, out, 'merge_orders_into'), *out.stride())
-    _launch_pair_kernel(_merge_orders_kernel, out, (pair, addend, out), strides)
+    _launch_pair_kernel(_merge_orders_kernel, out, (pair, addend, out), strides, 4)
     return out
 
 
@@ -168,7 +201,8 @@ def _copy_tiles(src: Tensor, dst: Tensor, sizes: tuple[int, int, int, int], src_
     tile_c = min(_TILE, next_power_of_2(cols))
     grid = (outer * inner, cdiv(rows, tile_r), cdiv(cols, tile_c))
     launch(_copy_tiles_kernel, grid, (src, dst, inner, rows, cols, *src_strides, *dst_strides),
-           dict(TR=tile_r, TC=tile_c, ACCUMULATE=accumulate, num_warps=4))
+           dict(TR=tile_r, TC=tile_c, ACCUMULATE=accumulate,
+                num_warps=8 if tile_r * tile_c >= _EIGHT_WARP_TILE else 4))
     return dst
 
 
