@@ -8,7 +8,9 @@ channels-last memory (``(B, D, H, W)`` with strides of ``(B, H, W, D)``):
 - :func:`scan_orders_into` writes a map of any strides into both orders of a pair (one read,
   two writes), :func:`merge_orders_into` adds two pairs' orders back into one map of any
   strides (the input gradient): one kernel each, on ``(channels, rows, columns)`` tiles, so the
-  read and both writes stay coalesced whichever axis is contiguous;
+  read and both writes stay coalesced whichever axis is contiguous; a large channels-last map
+  is written into its orders by two plane transposes instead (longer contiguous runs: see
+  :data:`SPLIT_ORDERS_MIN_SIDE`);
 - :func:`transpose_into` writes or adds the transpose of each plane of a map (the merge of the
   scans' outputs, the output gradient for the column-major scans), in ``TR x TC`` tiles
   (``.contiguous()`` of a permuted view strides one side, and PyTorch's generic copy kernel is
