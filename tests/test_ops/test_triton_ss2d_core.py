@@ -219,7 +219,36 @@ def _interpreter_worker():
         cpp_equal[f'{name} (no autograd)'] = _plain_passes_equal(cpp, case[:-1],
                                                                  name.startswith('chan'))
     print('RESULTS ' + json.dumps(dict(cases=results, custom_op=custom_op,  # noqa: T201 (read by the parent test)
-                                       cpp_equal=cpp_equal, opcheck=opcheck)))
+                                       cpp_equal=cpp_equal, opcheck=opcheck,
+                                       cpp_forward_launches=_cpp_forward_launches(cpp))))
+
+
+def _cpp_forward_launches(cpp) -> dict:
+    """The kernels the C++ forward launches, in order, for a channels-last map with both sides
+    >= 28 (the scan orders by two plane transposes) and one below (by the pair kernel): the
+    C++ spelling of ``transpose._split_orders``, seen from what it launches."""
+    from mmvmamba.ops.triton import host
+    from mmvmamba.ops.triton.ss2d_core import _cpp_config
+
+    names = []
+
+    def recording(name, *args):
+        names.append(name)
+        return host._resolve(name, *args)
+
+    cpp.triton_host_set_resolver(recording)
+    launches = {}
+    try:
+        for height, width in ((28, 29), (27, 40)):
+            x, params = make_core_inputs(1, 4, height, width, 2, seed=3)
+            x = x.contiguous(memory_format=torch.channels_last)
+            p = list(params.values())
+            names.clear()
+            cpp.ss2d_core_forward(x, *p, 1e-5, *_cpp_config(x, p[0], p[1], p[3]))
+            launches[f'{height}x{width}'] = list(names)
+    finally:
+        cpp.triton_host_set_resolver(host._resolve)
+    return launches
 
 
 def _opcheck_custom_ops(batch, inner, height, width, rank):
@@ -320,6 +349,20 @@ def test_cpp_custom_op_passes_equal_python_passes_interpreted(interpreted_result
     saved maps' padding columns zero."""
     equal = interpreted_results['cpp_equal'][f'{name} (no autograd)']
     assert len(equal) == 13 and all(equal), equal
+
+
+def test_cpp_scan_orders_split_like_python(interpreted_results):
+    """The C++ forward writes the scan orders as Python's ``_split_orders`` says: two plane
+    transposes (``copy_tiles``) at 28x29 channels-last, the pair kernel at 27x40."""
+    from mmvmamba.ops.triton.transpose import _split_orders
+
+    launches = interpreted_results['cpp_forward_launches']
+    for shape, split in (('28x29', True), ('27x40', False)):
+        height, width = map(int, shape.split('x'))
+        x = torch.zeros(1, 4, height, width).contiguous(memory_format=torch.channels_last)
+        assert _split_orders(x) == split
+        first = launches[shape][:launches[shape].index('ss2d_scan_fwd')]
+        assert first == (['copy_tiles', 'copy_tiles'] if split else ['scan_orders']), launches
 
 
 def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
