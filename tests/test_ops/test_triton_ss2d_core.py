@@ -180,10 +180,15 @@ def _interpreter_worker():
     )
 
     defaults = dict(SCAN_TUNING)
+
+    def use_tuning(tuning: str) -> None:
+        """``SCAN_TUNING`` = the defaults updated with ``TUNINGS[tuning]``."""
+        SCAN_TUNING.clear()
+        SCAN_TUNING.update(defaults, **TUNINGS[tuning])
+
     results = {}
     for i, (name, case) in enumerate(INTERPRETER_CASES.items()):
-        SCAN_TUNING.clear()
-        SCAN_TUNING.update(defaults, **TUNINGS[case[-1]])
+        use_tuning(case[-1])
         results[name] = relative_errors(case[:-1], ss2d_core_fused, seed=i,
                                         channels_last=name.startswith('channels_last'))
         length = case[2] * case[3]
@@ -191,8 +196,7 @@ def _interpreter_worker():
         results[name]['config'] = dict(config._asdict(), paired=_paired(config, length))
     # The torch.library custom ops (what torch.compile runs) against the reference too: eager
     # calls reach the same forward and backward through an autograd.Function instead.
-    SCAN_TUNING.clear()
-    SCAN_TUNING.update(defaults, **TUNINGS['fma'])
+    use_tuning('fma')
     custom_op = dict(relative_errors(INTERPRETER_CASES['channels_last_segments'][:-1],
                                      lambda *args: _core_fwd(*args, 1e-5)[0], seed=7,
                                      channels_last=True))
@@ -205,8 +209,7 @@ def _interpreter_worker():
     cpp_equal = {}
     for name in CPP_CASES:
         case = INTERPRETER_CASES[name]
-        SCAN_TUNING.clear()
-        SCAN_TUNING.update(defaults, **TUNINGS[case[-1]])
+        use_tuning(case[-1])
         runs = [outputs_and_grads(case[:-1], fn, seed=11, channels_last=name.startswith('chan'))
                 for fn in (lambda *a: ss2d_core_cpp(cpp, *a), lambda *a: _Core.apply(*a, 1e-5))]
         cpp_equal[name] = [torch.equal(a, b) and a.stride() == b.stride() for a, b in zip(*runs)]
@@ -214,8 +217,7 @@ def _interpreter_worker():
     # output, the saved maps included, against the Python passes.
     for name in ('three_chunks_three_segments', 'channels_last_bf16_paired'):
         case = INTERPRETER_CASES[name]
-        SCAN_TUNING.clear()
-        SCAN_TUNING.update(defaults, **TUNINGS[case[-1]])
+        use_tuning(case[-1])
         cpp_equal[f'{name} (no autograd)'] = _plain_passes_equal(cpp, case[:-1],
                                                                  name.startswith('chan'))
     print('RESULTS ' + json.dumps(dict(cases=results, custom_op=custom_op,  # noqa: T201 (read by the parent test)
