@@ -10,7 +10,7 @@ backbone hands it over) or any other layout:
    scan direction reads and writes contiguous, aligned rows (see ``ss2d_scan``). Every map of
    positions below has the same row stride. The padding columns of ``xs`` are zeroed, so
    those of ``proj`` are zero too; the backward's weight-gradient GEMMs sum over all ``S``
-   columns (an aligned length; see :func:`_backward`)
+   columns (an aligned length; see :func:`_backward`).
 2. ``proj``: the x projection, position-wise, so no cross-scan copy is needed before it: one
    batched GEMM over both orders, ``(B, 4*(R+2), S)`` with each direction in its own order
    (slots of ``ss2d_scan.SLOT_DIRECTION``).

@@ -446,9 +446,8 @@ def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys
     gradient ``gys`` likewise) receives the scan's input gradient, rows B, C of
     ``gproj (B, 4, R+2, S)`` (slots as ``proj``) theirs; ``gz (B, 4, D, S)``, by ``proj`` slot,
     gets the gradient of ``delta + bias`` in direction order, zeros in its padding columns (the
-    caller turns it into the
-    dt_low and dt-weight gradients with two GEMMs); ``gchan (3, B, K, NSEG, D)`` (rows: bias,
-    A_logs, Ds; by direction) holds per-program partial sums.
+    caller turns it into the dt_low and dt-weight gradients with two GEMMs); ``gchan (3, B, K,
+    NSEG, D)`` (rows: bias, A_logs, Ds; by direction) holds per-program partial sums.
 
     ``PAIRED`` (one segment only): grid ``(cdiv(D, BD), B, 2)``, directions ``p`` then ``p + 2``
     per program, storing and then adding ``gxs`` (no zeroing needed). Otherwise grid
