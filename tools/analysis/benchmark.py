@@ -254,6 +254,24 @@ def apply_cpp_passes(spec: str) -> dict:
     return set_knobs(CPP_PASSES, spec, '--cpp-passes', lambda value: bool(int(value)))
 
 
+def core_inputs(batch: int, inner: int, height: int, width: int,
+                rank: int) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """The core section's seeded CUDA inputs for one shape: the bf16 activation ``x (B, D, H,
+    W)``, the seven fp32 parameters in ``ops.ss2d_core``'s order, and a bf16 output gradient."""
+    gen = torch.Generator(device='cuda').manual_seed(0)
+
+    def randn(*shape, scale=1.0, shift=0.0):
+        return torch.randn(*shape, device='cuda', generator=gen) * scale + shift
+
+    x = F.silu(randn(batch, inner, height, width)).to(torch.bfloat16)
+    params = [randn(4, rank + 2, inner, scale=inner**-0.5),
+              randn(4, inner, rank, scale=rank**-0.5), randn(4, inner, scale=0.5, shift=-4),
+              torch.zeros(4 * inner, 1, device='cuda'), torch.ones(4 * inner, device='cuda'),
+              torch.ones(inner, device='cuda'), torch.zeros(inner, device='cuda')]
+    grad = randn(batch, inner, height, width).to(torch.bfloat16)
+    return x, params, grad
+
+
 def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
                tunings: list[dict], shapes=CORE_SHAPES) -> None:
     from mmvmamba import ops
@@ -265,17 +283,7 @@ def bench_core(rows: list[dict], backends: list[str], warmup: int, iters: int,
         variants += [('fused', t) for t in tunings]
 
     for batch, inner, height, width, rank in shapes:
-        gen = torch.Generator(device='cuda').manual_seed(0)
-
-        def randn(*shape, scale=1.0, shift=0.0, gen=gen):
-            return torch.randn(*shape, device='cuda', generator=gen) * scale + shift
-
-        x = F.silu(randn(batch, inner, height, width)).to(torch.bfloat16)
-        params = [randn(4, rank + 2, inner, scale=inner**-0.5),
-                  randn(4, inner, rank, scale=rank**-0.5), randn(4, inner, scale=0.5, shift=-4),
-                  torch.zeros(4 * inner, 1, device='cuda'), torch.ones(4 * inner, device='cuda'),
-                  torch.ones(inner, device='cuda'), torch.zeros(inner, device='cuda')]
-        grad = randn(batch, inner, height, width).to(torch.bfloat16)
+        x, params, grad = core_inputs(batch, inner, height, width, rank)
         shape = f'{batch}x{inner}x{height}x{width}'
         for backend, tuning in variants:
             SCAN_TUNING.update(default_tuning, **(tuning or {}))

@@ -8,8 +8,7 @@ REPO=$PWD
 source .gpu/setup.sh
 source .gpu/mktree.sh
 if [ ! -d /tmp/im ]; then
-  mkdir -p /tmp/empty && mktree im /tmp/empty && (cd /tmp/im && git apply "$REPO/docs/wip/image-minor.diff" 2>/dev/null \
-    || patch -p1 -s < "$REPO/docs/wip/image-minor.diff")
+  mkdir -p /tmp/empty && mktree im /tmp/empty && (cd /tmp/im && git apply "$REPO/docs/wip/image-minor.diff")
   build_in "$REPO" /tmp/build_main.log & build_in /tmp/im /tmp/build_im.log & wait
 fi
 tree() { if [ "$1" = im ]; then echo /tmp/im; else echo "$REPO"; fi; }
