@@ -28,6 +28,7 @@ constexpr int64_t kPairTileElements = 4096;
 constexpr int64_t kCopyTile = 64;  // positions per side of a transpose tile (_TILE)
 constexpr int64_t kEightWarpTile = 1024;  // transpose tiles this large take 8 warps
 constexpr int64_t kSplitOrdersMinSide = 28;  // SPLIT_ORDERS_MIN_SIDE of transpose.py
+constexpr int64_t kMaxProductParts = 256;  // MAX_PRODUCT_PARTS of ss2d_core.py
 
 // `ScanConfig` of ss2d_core.py, in its field order, then `paired` (`_paired`).
 struct ScanConfig {
@@ -43,6 +44,14 @@ struct ScanConfig {
 int64_t row_stride(int64_t length) { return cdiv(length, kRowAlign) * kRowAlign; }
 
 Tensor valid(const Tensor& row_map, int64_t length) { return row_map.narrow(-1, 0, length); }
+
+// The kernels index one scan order of all images (``D * B * S`` elements) with int32 offsets;
+// Python's `_check` says so first, with the way out.
+void check_offsets(int64_t inner, int64_t batch, int64_t length) {
+  TORCH_CHECK(inner * batch * row_stride(length) < (int64_t{1} << 31),
+              "ss2d_core (fused): Din * B * S must be < 2**31 (S: H*W rounded up to a multiple "
+              "of 16), got ", inner, " * ", batch, " * ", row_stride(length));
+}
 
 // A pair kernel (scan orders / merge orders, transpose.py `_launch_pair_kernel`) over the
 // tiles of the ``(B, D, H, W)`` map ``x``: ``kernel(*maps, D, H, W, *strides)``.
@@ -78,12 +87,18 @@ void copy_tiles(const Tensor& src, const Tensor& dst, int64_t outer, int64_t inn
           {"num_warps", tile_r * tile_c >= kEightWarpTile ? 8 : 4}});
 }
 
-// ``x (B, D, H, W)`` written into a new pair ``(B, 2, D, S)`` in both scan orders, the padding
-// columns zeroed (`_scan_inputs` / `scan_orders_into`).
+// An image-minor ``(J, D, B, S)`` map as the ``(B, J, D, S)`` view the layout kernels take
+// (`_image_major`).
+Tensor image_major(const Tensor& pair) { return pair.permute({2, 0, 1, 3}); }
+
+// ``x (B, D, H, W)`` written into a new image-minor pair ``(2, D, B, S)`` in both scan orders,
+// the padding columns zeroed (`_scan_inputs` / `scan_orders_into`).
 Tensor scan_inputs(const Tensor& x) {
   const int64_t length = x.size(2) * x.size(3);
-  const Tensor pair = at::empty({x.size(0), 2, x.size(1), row_stride(length)}, x.options());
-  if (pair.size(3) > length) pair.narrow(3, length, pair.size(3) - length).zero_();
+  const Tensor storage =
+      at::empty({2, x.size(1), x.size(0), row_stride(length)}, x.options());
+  if (storage.size(3) > length) storage.narrow(3, length, storage.size(3) - length).zero_();
+  const Tensor pair = image_major(storage);
   const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
   if (std::min(height, width) >= kSplitOrdersMinSide && x.stride(1) == 1 &&
       x.stride(2) == width * x.stride(3)) {  // two plane transposes (`_split_orders`)
@@ -92,13 +107,13 @@ Tensor scan_inputs(const Tensor& x) {
     copy_tiles(x, pair.select(1, 1), batch, width, height, channels,
                {x.stride(0), x.stride(3), x.stride(2), 1},
                {pair.stride(0), height, 1, pair.stride(2)}, false);
-    return pair;
+    return storage;
   }
   launch_pair_kernel("scan_orders", x, {x, pair},
                      {x.stride(0), x.stride(1), x.stride(2), x.stride(3), pair.stride(0),
                       pair.stride(1), pair.stride(2)},
                      8);
-  return pair;
+  return storage;
 }
 
 // ``out[b, d, h, w] = p[b, 0, d, h*W + w] + p[b, 1, d, w*H + h]`` summed over the pairs ``p`` =
@@ -153,16 +168,27 @@ Tensor slot_dt_weights(const Tensor& dt_projs_weight, at::ScalarType dtype) {
   return out.view({kDirections, rank + 2, inner});
 }
 
-// ``out[:, j] = weights[j] @ maps[:, j]`` for every image, one batched GEMM per ``j`` with
-// the weight shared by the images (batch stride 0) (`_shared_weight_bmm`).
-Tensor shared_weight_bmm(const Tensor& weights, const Tensor& maps, const Tensor& out) {
-  const int64_t batch = maps.size(0);
-  const std::vector<Tensor> weight = weights.unbind(0), maps_j = maps.unbind(1);
-  std::vector<Tensor> out_j = out.unbind(1);
-  for (size_t j = 0; j < weight.size(); ++j) {
-    at::bmm_out(out_j[j], weight[j].expand({batch, -1, -1}), maps_j[j]);
-  }
-  return out;
+// The number of column parts of `block_products` (`_product_parts`, MAX_PRODUCT_PARTS).
+int64_t product_parts(int64_t blocks, int64_t rows, int64_t cols, int64_t columns) {
+  const int64_t bound = std::min<int64_t>(
+      (rows + cols) * columns / (8 * blocks * rows * cols), kMaxProductParts);
+  int64_t parts = 1;
+  while (2 * parts <= bound && columns % (2 * parts * kRowAlign) == 0) parts *= 2;
+  return parts;
+}
+
+// ``rows_j @ cols_j^T`` per block ``j`` in fp32, ``(J, M, N)`` from ``rows (J*M, C)`` and
+// ``cols (J*N, C)``: one GEMM over the column parts of all blocks at once, summed, the
+// diagonal blocks kept (`_block_products`).
+Tensor block_products(const Tensor& rows, const Tensor& cols, int64_t blocks) {
+  const int64_t m = rows.size(0) / blocks, n = cols.size(0) / blocks;
+  const int64_t parts = product_parts(blocks, m, n, rows.size(1));
+  const Tensor partial = at::bmm(rows.view({rows.size(0), parts, -1}).transpose(0, 1),
+                                 cols.view({cols.size(0), parts, -1}).permute({1, 2, 0}));
+  return partial.sum({0}, false, at::kFloat)
+      .view({blocks, m, blocks, n})
+      .diagonal(0, 0, 2)
+      .permute({2, 0, 1});
 }
 
 // The compile-time arguments of a scan kernel (`_meta`).
@@ -220,11 +246,12 @@ std::vector<Tensor> core_forward(const Tensor& x, const Tensor& x_proj_weight,
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const int64_t batch = x.size(0), inner = x.size(1), height = x.size(2), width = x.size(3);
   const int64_t length = height * width;
+  check_offsets(inner, batch, length);
   const Tensor xs = scan_inputs(x);
   const int64_t stride = xs.size(3);
-  const Tensor proj = shared_weight_bmm(pair_weights(x_proj_weight, x.scalar_type()), xs,
-                                       x.new_empty({batch, 2, 2 * (rank + 2), stride}))
-                          .view({batch, -1, stride});
+  const Tensor proj = at::bmm(pair_weights(x_proj_weight, x.scalar_type()),
+                              xs.view({2, inner, batch * stride}))
+                          .view({kDirections, rank + 2, batch, stride});
   const Tensor y = new_map({batch, inner, stride}, f32(x), !cfg.paired);
   const Tensor yt = new_map({batch, inner, stride}, f32(x), !cfg.paired);
   const Tensor states = at::empty({batch, kDirections, inner, cfg.chunks}, f32(x));
@@ -260,6 +287,7 @@ std::vector<Tensor> core_backward(const Tensor& grad_output, const Tensor& xs,
   const int64_t batch = grad_out.size(0), inner = grad_out.size(1), height = grad_out.size(2),
                 width = grad_out.size(3);
   const int64_t length = height * width;
+  check_offsets(inner, batch, length);
   const int64_t rows = rank + 2;
   // The output gradient through the norm, in both scan orders: (B, 2, D, S).
   const Tensor grad_ys = at::empty({batch, 2, inner, row_stride(length)}, f32(xs));
@@ -269,9 +297,10 @@ std::vector<Tensor> core_backward(const Tensor& grad_output, const Tensor& xs,
       ln2d_backward(flat(grad_out), valid(y, length), out_norm_weight, stats, grad_y);
   transpose_into(grad_y, grad_yt, width, height, /*accumulate=*/false);
   const Tensor grad_xs = new_map({batch, 2, inner, row_stride(length)}, f32(xs), !cfg.paired);
-  const Tensor grad_proj = at::zeros({batch, kDirections * rows, row_stride(length)}, f32(xs));
-  const int64_t stride = grad_proj.size(2);
-  Tensor grad_z = at::empty({batch, kDirections, inner, stride}, xs.options());
+  // Image-minor, by slot (see `_backward`).
+  const Tensor grad_proj = at::zeros({kDirections, rows, batch, row_stride(length)}, f32(xs));
+  const int64_t stride = grad_proj.size(3);
+  Tensor grad_z = at::empty({kDirections, inner, batch, stride}, xs.options());
   const Tensor grad_chan = at::empty({3, batch, kDirections, cfg.segments, inner}, f32(xs));
   const Tensor wdt = dt_projs_weight.contiguous(), bias = dt_projs_bias.contiguous(),
                a_logs = A_logs.contiguous(), ds = Ds.contiguous();
@@ -282,26 +311,25 @@ std::vector<Tensor> core_backward(const Tensor& grad_output, const Tensor& xs,
                arg(grad_proj), arg(grad_chan), arg(inner), arg(length), arg(stride),
                arg(cfg.chunks), arg(cfg.segments), arg(cfg.chunks_per_segment)},
               scan_meta(cfg, rank, /*backward=*/true));
-  // The dt projection's input and weight gradients (see `_backward`).
-  grad_proj.view({batch, kDirections, rows, stride})
-      .add_(shared_weight_bmm(slot_dt_weights(dt_projs_weight, xs.scalar_type()), grad_z,
-                              xs.new_empty({batch, kDirections, rows, stride})));
-  // Sums over all S columns (zero padding in xs, proj, grad_z and grad_proj; see `_backward`).
-  const Tensor grad_wdt = at::matmul(proj.view({batch, kDirections, rows, stride}),
-                                     grad_z.transpose(2, 3))
-                              .sum({0}, false, at::kFloat)
+  // The dt projection's input and weight gradients (see `_backward`; sums over all columns,
+  // the padding zero).
+  grad_proj.view({kDirections, rows, -1})
+      .add_(at::bmm(slot_dt_weights(dt_projs_weight, xs.scalar_type()),
+                    grad_z.view({kDirections, inner, -1})));
+  const Tensor grad_wdt = block_products(proj.view({kDirections * rows, -1}),
+                                         grad_z.view({kDirections * inner, -1}), kDirections)
                               .narrow(1, 0, rank)
                               .transpose(1, 2);
   grad_z.reset();
   // The x projection, per scan order, in x's dtype, added in the merge.
-  const Tensor grad_proj_x = grad_proj.to(xs.scalar_type());
-  const Tensor grad_xs_proj = shared_weight_bmm(
-      pair_weights(x_proj_weight, xs.scalar_type()).transpose(1, 2),
-      grad_proj_x.view({batch, 2, 2 * rows, stride}), at::empty_like(xs));
-  const Tensor grad_x = merge_orders_into(grad_xs, grad_xs_proj, at::empty_like(grad_out));
-  const Tensor grad_w_slots = at::matmul(grad_proj_x.view({batch, 2, -1, stride}),
-                                         xs.transpose(2, 3))
-                                  .sum({0}, false, at::kFloat);
+  const Tensor grad_proj_x = grad_proj.to(xs.scalar_type()).view({2, 2 * rows, -1});
+  const Tensor grad_xs_proj =
+      at::bmm(pair_weights(x_proj_weight, xs.scalar_type()).transpose(1, 2), grad_proj_x)
+          .view(xs.sizes());
+  const Tensor grad_x =
+      merge_orders_into(grad_xs, image_major(grad_xs_proj), at::empty_like(grad_out));
+  const Tensor grad_w_slots =
+      block_products(grad_proj_x.view({kDirections * rows, -1}), xs.view({2 * inner, -1}), 2);
   return {grad_x,
           direction_order(grad_w_slots.view({2, 2, rows, inner})).to(x_proj_weight.scalar_type()),
           direction_order(grad_wdt.unflatten(0, {2, 2})).to(dt_projs_weight.scalar_type()),

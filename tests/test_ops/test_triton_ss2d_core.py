@@ -69,6 +69,8 @@ INTERPRETER_CASES = {
     'fwd_dot_below_its_rank': (2, 5, 3, 4, 2, 'fp32', 'fwd_dot_from_rank3'),
     # Both sides >= 28, channels-last: the scan orders written by two plane transposes.
     'channels_last_split_orders': (1, 4, 28, 29, 2, 'fp32', 'fma'),
+    # B*S = 128 columns: the weight gradients summed in two parts (_product_parts).
+    'weight_gradient_parts': (2, 4, 8, 8, 2, 'fp32', 'fma'),
 }
 GPU_CASES = {
     'stage1_like': (2, 96, 56, 56, 6, 'fp32'),
@@ -144,11 +146,12 @@ def relative_errors(case, fused_fn, device='cpu', seed=0, channels_last=False):
 
 # Interpreter cases the C++ passes (``ss2d_core_cpp``) also run: paired and unpaired scans, one
 # and several segments, channels-last bf16, the tensor-core dt projection, the rank loop, the
-# scan orders by plane transposes.
+# scan orders by plane transposes, the weight gradients in parts.
 CPP_CASES = ('three_chunks_three_segments', 'three_chunks_one_segment',
              'three_chunks_one_segment_unpaired', 'channels_last_bf16_paired',
              'dot_two_channel_blocks_segments', 'rank_loop_remainder', 'one_pixel',
-             'fwd_dot_two_channel_blocks', 'channels_last_split_orders')
+             'fwd_dot_two_channel_blocks', 'channels_last_split_orders',
+             'weight_gradient_parts')
 
 
 def outputs_and_grads(case, core_fn, seed, channels_last=False):
@@ -421,15 +424,47 @@ def test_slot_order_is_spelled_the_same_everywhere():
     assert not slots[:, 2:].any()
 
 
-def test_shared_weight_bmm_is_a_per_image_product():
-    """``out[:, j] = weights[j] @ maps[:, j]`` for every image, into a strided ``out``."""
-    from mmvmamba.ops.triton.ss2d_core import _shared_weight_bmm
+def test_block_products_sum_over_their_column_parts():
+    """``_block_products``: each block's product over all columns, whatever the parts."""
+    from mmvmamba.ops.triton.ss2d_core import _block_products, _product_parts
 
-    weights, maps = torch.randn(3, 4, 5).double(), torch.randn(2, 3, 5, 6).double()
-    out = torch.zeros(2, 3, 4, 8).double()[..., :6]  # rows padded, as the maps' are
-    assert _shared_weight_bmm(weights.transpose(1, 2).contiguous().transpose(1, 2), maps,
-                              out) is out
-    torch.testing.assert_close(out, torch.einsum('jmk,bjkn->bjmn', weights, maps))
+    gen = torch.Generator().manual_seed(0)
+    for blocks, rows, cols, columns, parts in ((4, 3, 4, 512, 8), (2, 6, 5, 48, 1)):
+        assert _product_parts(blocks, rows, cols, columns) == parts
+        a = torch.randn(blocks * rows, columns, generator=gen, dtype=torch.float64)
+        b = torch.randn(blocks * cols, columns, generator=gen, dtype=torch.float64)
+        expected = torch.einsum('jmc,jnc->jmn', a.view(blocks, rows, -1),
+                                b.view(blocks, cols, -1)).float()
+        torch.testing.assert_close(_block_products(a, b, blocks), expected)
+
+
+def test_product_parts_rule():
+    """Parts of the weight-gradient sums at VMamba-T's stage shapes (batch 32 / 128, dt
+    weight: 4 blocks of R+2 rows; x weight: 2 of 2*(R+2)) and the detection shape: many
+    parts where the blocks' partial products are small beside the maps (56x56), few or one
+    where they are not (7x7: (4*(R+2)) x (4*D) per part against 64 columns per image)."""
+    from mmvmamba.ops.triton.ss2d_core import MAX_PRODUCT_PARTS, _product_parts
+
+    cases = {(32, 3136, 8, 96): 128, (128, 3136, 8, 96): MAX_PRODUCT_PARTS,
+             (32, 784, 14, 192): 32, (32, 208, 26, 384): 8, (128, 208, 26, 384): 32,
+             (32, 64, 50, 768): 1, (128, 64, 50, 768): 4, (2, 64000, 8, 96): 64}
+    for (batch, stride, rows, cols), parts in cases.items():
+        assert _product_parts(4, rows, cols, batch * stride) == parts
+        assert _product_parts(2, 2 * rows, cols, batch * stride) == parts
+    assert _product_parts(4, 8, 96, 32 * 3136 + 16) == 1  # parts must be whole 16s
+
+
+def test_fused_core_refuses_maps_past_int32_offsets():
+    """The kernels index one scan order of all images (``D * B * S``) with int32: a batch that
+    would overflow it is refused with the way out, before anything runs (meta tensors)."""
+    from mmvmamba.ops.triton.ss2d_core import _check
+
+    inner, side = 768, 56  # S = 3136: D * B * S crosses 2**31 from B = 892
+    weights = (torch.empty(4, 3, inner, device='meta'), torch.empty(4, inner, 1, device='meta'),
+               torch.empty(4 * inner, 1, device='meta'))
+    assert _check(torch.empty(891, inner, side, side, device='meta'), *weights) == 1
+    with pytest.raises(ValueError, match=r'Din \* B \* S = 768 \* 892 \* 3136.*smaller'):
+        _check(torch.empty(892, inner, side, side, device='meta'), *weights)
 
 
 def test_fused_core_rejects_state_size_above_one():

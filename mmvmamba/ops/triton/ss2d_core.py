@@ -4,15 +4,17 @@ for ``torch.compile``, a plain ``autograd.Function`` in eager mode).
 Forward, for ``x (B, D, H, W)`` after the depthwise conv and SiLU, channels-last (as the
 backbone hands it over) or any other layout:
 
-1. ``xs``: the map as a pair ``(B, 2, D, S)`` of channel-major maps in row-major
-   (``xs[:, 0]``) and column-major (``xs[:, 1]``) position order, ``L = H*W`` positions per
-   row and the row stride ``S`` rounded up to a multiple of 16 (one Triton copy), so that every
+1. ``xs``: the map as a pair ``(2, D, B, S)`` of channel-major maps in row-major
+   (``xs[0]``) and column-major (``xs[1]``) position order, ``L = H*W`` positions per image
+   and the image stride ``S`` rounded up to a multiple of 16 (one Triton copy), so that every
    scan direction reads and writes contiguous, aligned rows (see ``ss2d_scan``). Every map of
-   positions below has the same row stride. The padding columns of ``xs`` are zeroed, so
-   those of ``proj`` are zero too; the backward's weight-gradient GEMMs sum over all ``S``
-   columns (an aligned length; see :func:`_backward`).
+   positions below has the same image stride. The maps the GEMMs read and write are
+   image-minor (``(..., rows, B, S)``): one scan order's product over all images is then one
+   matrix product, ``(rows, D) @ (D, B*S)``, with no per-image weights. The padding columns
+   of ``xs`` are zeroed, so those of ``proj`` are zero too; the backward's weight-gradient
+   GEMMs sum over all ``B*S`` columns (an aligned length; see :func:`_backward`).
 2. ``proj``: the x projection, position-wise, so no cross-scan copy is needed before it: one
-   batched GEMM over both orders, ``(B, 4*(R+2), S)`` with each direction in its own order
+   batched GEMM over the two orders, ``(4, R+2, B, S)`` with each direction in its own order
    (slots of ``ss2d_scan.SLOT_DIRECTION``).
 3. :func:`~.ss2d_scan.ss2d_scan_fwd_kernel`: per (channel block, image, direction) the dt
    projection, bias, softplus and the fp32 recurrence in registers, added into the fp32 maps
@@ -31,8 +33,8 @@ and launch here runs once per block per step), so both passes keep their torch c
 pairs of maps in one allocation, the parameters handed to the kernels as they are, autocast
 switched off by a flag flip (``ops.amp.autocast_off``; the GEMMs run in the map's dtype,
 accumulating in fp32) rather than ``torch.autocast`` (``tools/analysis/count_host_ops.py``
-counts them). The projections' batched GEMMs share one weight across the images (batch
-stride 0, one GEMM per scan order or slot) rather than copying it per image.
+counts them): each projection GEMM, input or weight gradient is one ``bmm`` over the scan
+orders or slots, whatever the batch.
 """
 from __future__ import annotations
 
@@ -198,10 +200,13 @@ def _check(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A_logs: Te
     if directions != DIRECTIONS or inner != x.shape[1]:
         raise ValueError(f'ss2d_core (fused): x_proj_weight {tuple(x_proj_weight.shape)} does '
                          f'not match (4, R+2N, Din={x.shape[1]})')
-    if inner * x.shape[2] * x.shape[3] >= 2**31:
-        raise ValueError(f'ss2d_core (fused): Din * H * W = {inner} * {x.shape[2]} * '
-                         f'{x.shape[3]} must be < 2**31 (the kernels index one image with int32);'
-                         f' use backend="reference" for such maps')
+    batch, _, height, width = x.shape
+    if inner * batch * _row_stride(height * width) >= 2**31:
+        raise ValueError(f'ss2d_core (fused): Din * B * S = {inner} * {batch} * '
+                         f'{_row_stride(height * width)} (S: H*W = {height * width} rounded up '
+                         f'to a multiple of {ROW_ALIGN}) must be < 2**31: the kernels index a '
+                         f'scan order of all images with int32. Split the batch into smaller '
+                         f'ones, or use backend="reference" for such maps')
     if A_logs.shape[-1] != 1 or proj_dim != rank + 2:
         raise NotImplementedError(
             f'ss2d_core (fused) supports d_state N = 1 only, got A_logs {tuple(A_logs.shape)} '
@@ -240,18 +245,6 @@ def _slot_dt_weights(dt_projs_weight: Tensor, dtype: torch.dtype) -> Tensor:
     return out.view(DIRECTIONS, rank + 2, inner)
 
 
-def _shared_weight_bmm(weights: Tensor, maps: Tensor, out: Tensor) -> Tensor:
-    """``out[:, j] = weights[j] @ maps[:, j]`` for every image: ``weights (J, M, K)``, ``maps
-    (B, J, K, N)``, ``out (B, J, M, N)`` (any strides with unit stride in the matrix rows or
-    columns). One batched GEMM per ``j``, its weight shared by the images (batch stride 0), so
-    that no per-image copy of the weights is made (a ``(2B, 2*(R+2), D)`` copy took 4.8 ms of
-    VMamba-B's training step, run 77)."""
-    batch = maps.shape[0]
-    for weight, maps_j, out_j in zip(weights.unbind(0), maps.unbind(1), out.unbind(1)):
-        torch.bmm(weight.expand(batch, -1, -1), maps_j, out=out_j)
-    return out
-
-
 #: Row stride multiple of the maps the scan kernels read and write (see ss2d_scan).
 ROW_ALIGN = 16
 
@@ -273,17 +266,65 @@ def _valid(row_map: Tensor, length: int) -> Tensor:
     return row_map[..., :length]
 
 
+#: Most column parts :func:`_block_products` splits its sum into.
+MAX_PRODUCT_PARTS = 256
+
+
+def _product_parts(blocks: int, rows: int, cols: int, columns: int) -> int:
+    """How many parts :func:`_block_products` splits its ``columns``-long sum into: the most
+    (a power of two, at most :data:`MAX_PRODUCT_PARTS`) whose partial products, ``blocks**2
+    * rows * cols`` elements each, stay within an eighth of the operands' ``blocks * (rows +
+    cols) * columns``, and whose parts are whole multiples of 16 columns (aligned)."""
+    bound = (rows + cols) * columns // (8 * blocks * rows * cols)
+    parts = 1
+    while (2 * parts <= min(bound, MAX_PRODUCT_PARTS) and columns % (2 * parts * ROW_ALIGN) == 0):
+        parts *= 2
+    return parts
+
+
+def _block_products(rows: Tensor, cols: Tensor, blocks: int) -> Tensor:
+    """``rows_j @ cols_j^T`` for each of ``blocks`` blocks ``j``, in fp32 (the weight
+    gradients): ``rows (J*M, C)`` and ``cols (J*N, C)``, row-major with unit column stride
+    (image-minor maps: ``C = B*S``); returns ``(J, M, N)`` (a strided view).
+
+    The sum over the ``C`` columns is split into :func:`_product_parts` parts: one batched
+    GEMM over the parts, ``(P, J*M, C/P) @ (P, C/P, J*N)``, of all blocks at once (the
+    products of different blocks are computed and dropped: ``J`` times the FLOPs of the
+    blocks alone, memory-bound all the same, each operand read once), then a sum over the
+    parts and the diagonal blocks. One GEMM per block over all ``C`` columns left its
+    ``(M, N)`` output of a few tiles to reduce 100k columns: 0.13 ms a call at VMamba-T's
+    stage 1 (batch 32) against 0.04 for per-image products (run 96, H100); one part per
+    image wrote ``J**2 * M * N`` per image, which at the 7x7 stage is 3x the operands (runs
+    96-97: +1 to +4 ms per training step of VMamba-T/S/B, +113 MiB of VMamba-T's peak)."""
+    columns = rows.shape[1]
+    rows_per_block, cols_per_block = rows.shape[0] // blocks, cols.shape[0] // blocks
+    parts = _product_parts(blocks, rows_per_block, cols_per_block, columns)
+    partial = torch.bmm(rows.view(rows.shape[0], parts, -1).transpose(0, 1),
+                        cols.view(cols.shape[0], parts, -1).permute(1, 2, 0))
+    full = partial.sum(0, dtype=torch.float32)
+    return full.view(blocks, rows_per_block, blocks, cols_per_block).diagonal(
+        dim1=0, dim2=2).permute(2, 0, 1)
+
+
 def _scan_inputs(x: Tensor) -> Tensor:
-    """``x (B, D, H, W)`` (any strides) as the pair of maps the scans read, ``(B, 2, D, S)``:
-    H*W positions per row in row-major (``[:, 0]``) and column-major (``[:, 1]``) order, one
-    copy kernel; the padding columns zeroed (one fill, where ``S > H*W``), so that ``proj``'s
-    padding is zero too and the weight gradients may sum over all ``S`` columns."""
+    """``x (B, D, H, W)`` (any strides) as the image-minor pair of maps the scans read,
+    ``(2, D, B, S)``: H*W positions per image in row-major (``[0]``) and column-major
+    (``[1]``) order, one copy kernel (or two plane transposes); the padding columns zeroed
+    (one fill, where ``S > H*W``), so that ``proj``'s padding is zero too and the weight
+    gradients may sum over all ``B*S`` columns."""
     batch, inner, height, width = x.shape
     length = height * width
-    pair = _new_map((batch, 2, inner), length, device=x.device, dtype=x.dtype)
+    pair = _new_map((2, inner, batch), length, device=x.device, dtype=x.dtype)
     if pair.shape[3] > length:
         pair[..., length:].zero_()
-    return scan_orders_into(x, pair)
+    scan_orders_into(x, _image_major(pair))
+    return pair
+
+
+def _image_major(pair: Tensor) -> Tensor:
+    """An image-minor ``(J, D, B, S)`` map as the ``(B, J, D, S)`` view the layout kernels
+    take (any strides)."""
+    return pair.permute(2, 0, 1, 3)
 
 
 def _state_maps(batch: int, inner: int, cfg: ScanConfig,
@@ -313,10 +354,10 @@ def _scan_params(dt_projs_weight: Tensor, dt_projs_bias: Tensor, A_logs: Tensor,
 def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor,
              A_logs: Tensor, Ds: Tensor, out_norm_weight: Tensor, out_norm_bias: Tensor,
              eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The forward: ``out`` and what the backward needs (``proj, y, stats, states,
-    seg_decay, xs``; ``stats (2, B, L)``: the output norm's mean and rstd; ``xs (B, 2, Din,
-    S)``: x in both scan orders, saved in x's place so that the backward need not copy it
-    again)."""
+    """The forward: ``out`` and what the backward needs (``proj (4, R+2, B, S)``, ``y, stats,
+    states, seg_decay, xs``; ``stats (2, B, L)``: the output norm's mean and rstd; ``xs (2,
+    Din, B, S)``: x in both scan orders, saved in x's place so that the backward need not copy
+    it again)."""
     rank = _check(x, x_proj_weight, dt_projs_weight, A_logs)
     batch, inner, height, width = x.shape
     length = height * width
@@ -325,11 +366,11 @@ def _forward(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs
     f32 = dict(device=x.device, dtype=torch.float32)
     with autocast_off(x.device.type):
         xs = _scan_inputs(x)
-        # (2B, 2*(R+2), S) = (B, 4*(R+2), S) by slot, each direction in its own order.
+        # (2, 2*(R+2), D) @ (2, D, B*S): (4, R+2, B, S) by slot, each direction in its order.
         stride = xs.shape[3]
-        proj = _shared_weight_bmm(
-            _pair_weights(x_proj_weight, x.dtype), xs,
-            x.new_empty(batch, 2, 2 * (rank + 2), stride)).view(batch, -1, stride)
+        proj = torch.bmm(_pair_weights(x_proj_weight, x.dtype),
+                         xs.view(2, inner, batch * stride)).view(DIRECTIONS, rank + 2, batch,
+                                                                 stride)
         y = _new_map((batch, inner), length, zeroed=not paired, **f32)
         yt = _new_map((batch, inner), length, zeroed=not paired, **f32)
         states, seg_decay, seg_state = _state_maps(batch, inner, cfg, **f32)
@@ -368,12 +409,12 @@ def _(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_wei
     f32 = torch.float32
     stride = _row_stride(length)
     return (torch.empty_like(x),
-            x.new_empty(batch, DIRECTIONS * (rank + 2), stride),
+            x.new_empty(DIRECTIONS, rank + 2, batch, stride),
             x.new_empty(batch, inner, stride, dtype=f32),
             x.new_empty(2, batch, length, dtype=f32),
             x.new_empty(batch, DIRECTIONS, inner, cfg.chunks, dtype=f32),
             x.new_empty(batch, DIRECTIONS, cfg.segments, inner, dtype=f32),
-            x.new_empty(batch, 2, inner, stride))
+            x.new_empty(2, inner, batch, stride))
 
 
 def _backward(grad_out: Tensor, xs: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
@@ -402,9 +443,10 @@ def _backward(grad_out: Tensor, xs: Tensor, x_proj_weight: Tensor, dt_projs_weig
                                      torch.float32, out=grad_y)
         transpose_into(grad_y, grad_yt, width, height)
         grad_xs = _new_map((batch, 2, inner), length, zeroed=not paired, **f32)
-        grad_proj = _new_map((batch, DIRECTIONS * rows), length, zeroed=True, **f32)  # by slot
-        stride = grad_proj.shape[2]
-        grad_z = torch.empty(batch, DIRECTIONS, inner, stride, device=xs.device, dtype=xs.dtype)
+        # Image-minor (see _forward), by slot: the scans' dt gradient and the x projection's.
+        grad_proj = _new_map((DIRECTIONS, rows, batch), length, zeroed=True, **f32)
+        stride = grad_proj.shape[3]
+        grad_z = torch.empty(DIRECTIONS, inner, batch, stride, device=xs.device, dtype=xs.dtype)
         grad_chan = torch.empty(3, batch, DIRECTIONS, cfg.segments, inner, **f32)
         args = (xs, proj, *_scan_params(dt_projs_weight, dt_projs_bias, A_logs, Ds), grad_ys,
                 states, seg_decay, _segment_scratch(seg_decay, cfg), grad_xs, grad_z, grad_proj,
@@ -412,35 +454,35 @@ def _backward(grad_out: Tensor, xs: Tensor, x_proj_weight: Tensor, dt_projs_weig
                 cfg.chunks_per_segment)
         _launch(ss2d_scan_bwd_kernel, cfg, batch, inner, paired, args,
                 _meta(cfg, rank, backward=True))
-        # dt projection: delta[b,k] = wdt[k] @ dt_low[b,k], so with gz = d loss / d delta
-        # (grad_z, proj and grad_proj by slot; wdt by direction). Both GEMMs span all R+2 rows
-        # of a slot (the dt weight padded with zero rows for the B and C rows): an R-sized
-        # dimension (6 in VMamba-T) falls to slow unaligned tensor-core kernels. The padding
-        # columns (past ``length``) of xs, proj, grad_z (the scan stores zeros there) and
-        # grad_proj are zero, so the sums over positions run over all S columns: S is a
-        # multiple of 16 where ``length`` (196, 49) may not be, and a GEMM whose sum runs
-        # over an unaligned length took slow align1/align2 kernels (run 81).
-        grad_proj.view(batch, DIRECTIONS, rows, stride).add_(_shared_weight_bmm(
-            _slot_dt_weights(dt_projs_weight, xs.dtype), grad_z,
-            xs.new_empty(batch, DIRECTIONS, rows, stride)))
-        # (B, 4, R+2, S) @ (B, 4, S, D), summed in fp32, as the weight's (4, D, R) by slot: the
-        # product's rows are D long (an (R+2)-long row, 34 at VMamba-B's stage 3, is unaligned
-        # for the tensor-core kernels, and took a slow one).
-        grad_wdt = torch.matmul(proj.view(batch, DIRECTIONS, rows, stride),
-                                grad_z.transpose(2, 3)).sum(0, dtype=torch.float32)
-        grad_wdt = grad_wdt[:, :rank].transpose(1, 2)
+        # dt projection: delta[k] = wdt[k] @ dt_low[k] over all images, so with gz = d loss /
+        # d delta (grad_z, proj and grad_proj by slot; wdt by direction): the input gradient
+        # is one bmm over the slots. Both gradients span all R+2 rows of a slot (the dt
+        # weight padded with zero rows for the B and C rows): an R-sized dimension (6 in
+        # VMamba-T) falls to slow unaligned tensor-core kernels. The padding columns (past
+        # ``length``) of xs, proj, grad_z (the scan stores zeros there) and grad_proj are
+        # zero, so the sums over positions run over all S columns of each image, a multiple
+        # of 16 where ``length`` (196, 49) may not be: a GEMM whose sum runs over an
+        # unaligned length took slow align1/align2 kernels (run 81).
+        grad_proj.view(DIRECTIONS, rows, -1).add_(torch.bmm(
+            _slot_dt_weights(dt_projs_weight, xs.dtype), grad_z.view(DIRECTIONS, inner, -1)))
+        # proj[j] @ grad_z[j]^T per slot, as the weight's (4, D, R) by slot: the product's rows
+        # are D long (an (R+2)-long row, 34 at VMamba-B's stage 3, is unaligned for the
+        # tensor-core kernels, and took a slow one).
+        grad_wdt = _block_products(proj.view(DIRECTIONS * rows, -1),
+                                   grad_z.view(DIRECTIONS * inner, -1),
+                                   DIRECTIONS)[:, :rank].transpose(1, 2)
         del grad_z
         # x projection, per scan order, in x's dtype (tensor cores; as autocast runs the
-        # reference's projection): (D, 2*(R+2)) @ (B, 2*(R+2), S) for each order, added to the
-        # scans' fp32 gradient in the merge.
-        grad_proj = grad_proj.to(xs.dtype)
-        grad_xs_proj = _shared_weight_bmm(
-            _pair_weights(x_proj_weight, xs.dtype).transpose(1, 2),
-            grad_proj.view(batch, 2, 2 * rows, stride), torch.empty_like(xs))
-        grad_x = merge_orders_into(grad_xs, grad_xs_proj, torch.empty_like(grad_out))
-        # (B, 2, 2*(R+2), S) @ (B, 2, S, D) in x's dtype (no fp32 copy of x), summed in fp32.
-        grad_w_slots = torch.matmul(grad_proj.view(batch, 2, -1, stride),
-                                    xs.transpose(2, 3)).sum(0, dtype=torch.float32)
+        # reference's projection): (2, D, 2*(R+2)) @ (2, 2*(R+2), B*S), added to the scans'
+        # fp32 gradient in the merge.
+        grad_proj = grad_proj.to(xs.dtype).view(2, 2 * rows, -1)
+        grad_xs_proj = torch.bmm(_pair_weights(x_proj_weight, xs.dtype).transpose(1, 2),
+                                 grad_proj).view(xs.shape)
+        grad_x = merge_orders_into(grad_xs, _image_major(grad_xs_proj),
+                                   torch.empty_like(grad_out))
+        # grad_proj[g] @ xs[g]^T per scan order, in x's dtype (no fp32 copy of x).
+        grad_w_slots = _block_products(grad_proj.view(DIRECTIONS * rows, -1),
+                                       xs.view(2 * inner, -1), 2)
     return (grad_x,
             _direction_order(grad_w_slots.view(2, 2, rows, inner)).to(x_proj_weight.dtype),
             _direction_order(grad_wdt.unflatten(0, (2, 2))).to(dt_projs_weight.dtype),
@@ -466,7 +508,7 @@ def _core_bwd(grad_out: Tensor, xs: Tensor, x_proj_weight: Tensor, dt_projs_weig
 @_core_bwd.register_fake
 def _(grad_out, xs, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight,
       proj, y, stats, states, seg_decay):
-    inner = xs.shape[2]
+    inner = xs.shape[1]
     f32 = torch.float32
     return (torch.empty_like(dense_2d(grad_out)),
             torch.empty_like(x_proj_weight), torch.empty_like(dt_projs_weight),

@@ -40,12 +40,16 @@ rounded up to a multiple of 16 (the kernels never read the ``S - L`` padding col
 only zeros there: in ``grad_z``, whose padding the core's GEMMs read), so
 that every row starts 16-element aligned and ``S`` is specialised as a multiple of 16: at
 L = 196 or 49 (VMamba-T's stages 3-4) unaligned rows left the compiler with single-element
-loads, the slow layout and up to 255 registers in the backward. The maps are otherwise dense:
-    xs     ``(B, 2, D, S)`` the activation in row-major (``xs[:, 0]``) and column-major
-           (``xs[:, 1]``) order, any float dtype: one pair of maps, written by one copy.
-    proj   ``(B, 4, R+2, S)`` x projection, rows dt_low (R), B, C, in direction order; slot
-           ``s`` holds direction ``SLOT_DIRECTION[s]`` (slots 0, 1: k = 0, 2 from ``xs[:, 0]``;
-           slots 2, 3: k = 1, 3 from ``xs[:, 1]``), so one batched GEMM fills it.
+loads, the slow layout and up to 255 registers in the backward. The maps are otherwise dense.
+The maps the core's GEMMs read or write are *image-minor*, ``(..., rows, B, S)``: each row
+holds the ``S`` columns of every image in turn, so its rows are ``RS = B * S`` apart (the
+kernels take ``B`` from their grid) and one scan order's or slot's product over all images is
+one matrix product (int32 offsets within a map: ``D * B * S < 2**31``, checked on the host):
+    xs     ``(2, D, B, S)`` the activation in row-major (``xs[0]``) and column-major
+           (``xs[1]``) order, any float dtype: one pair of maps, written by one copy.
+    proj   ``(4, R+2, B, S)`` x projection, rows dt_low (R), B, C, in direction order; slot
+           ``s`` holds direction ``SLOT_DIRECTION[s]`` (slots 0, 1: k = 0, 2 from ``xs[0]``;
+           slots 2, 3: k = 1, 3 from ``xs[1]``), so one batched GEMM fills it.
     wdt    ``(K, D, R)`` dt projection.  bias, A_logs (``A = -exp(A_logs)``), Ds: ``(K, D)``,
            by direction (the parameters as they are, any float dtype, read as fp32).
     y, yt  ``(B, D, S)`` fp32 merged outputs of k = 0, 2 / of k = 1, 3 (column-major; zeroed
@@ -120,9 +124,17 @@ def _proj_slot(k):
 
 @triton.jit
 def _order_offset(k, b, D, S):
-    """Offset of image ``b``'s map in direction ``k``'s scan order within a ``(B, 2, D, S)``
-    pair of maps (order 0: row-major, k = 0, 2; order 1: column-major, k = 1, 3)."""
+    """Offset of image ``b``'s map in direction ``k``'s scan order within an image-major
+    ``(B, 2, D, S)`` pair of maps (order 0: row-major, k = 0, 2; order 1: column-major,
+    k = 1, 3)."""
     return (b * 2 + k % 2) * D * S
+
+
+@triton.jit
+def _image_row(row, b, S, RS):
+    """Offset of image ``b``'s ``S`` columns of row ``row`` of an image-minor map
+    ``(rows, B, S)``, whose rows are ``RS = B * S`` apart (int64)."""
+    return row.to(tl.int64) * RS + b * S
 
 
 @triton.jit
@@ -141,7 +153,7 @@ def _row_tile(pos, step_ok, BD: tl.constexpr, BL: tl.constexpr):
 
 
 @triton.jit
-def _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, S, R: tl.constexpr,
+def _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, RS, R: tl.constexpr,
                    RP: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr, DT_DOT: tl.constexpr,
                    RB: tl.constexpr):
     """``delta = wdt @ dt_low`` for one chunk: ``(BD, BL)`` fp32.
@@ -156,7 +168,7 @@ def _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, S, R: tl.constexpr,
         ranks = tl.arange(0, RP)
         w_dt = tl.load(wdt_rows[:, None] + ranks[None, :],
                        mask=chan_ok[:, None] & (ranks[None, :] < R), other=0.0).to(tl.float32)
-        low = tl.load(proj_k + ranks[:, None] * S + pos[None, :],
+        low = tl.load(proj_k + ranks[:, None] * RS + pos[None, :],
                       mask=(ranks[:, None] < R) & step_ok[None, :], other=0.0).to(tl.float32)
         delta = tl.dot(w_dt, low, input_precision='tf32x3')
     else:
@@ -164,34 +176,37 @@ def _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, S, R: tl.constexpr,
         delta = tl.zeros([BD, BL], dtype=tl.float32)
         if RB == 0 or RB >= R:
             for r in tl.static_range(R):
-                delta += _rank_term(proj_k, wdt_rows, chan_ok, row_offs, row_ok, r, S)
+                delta += _rank_term(proj_k, wdt_rows, chan_ok, row_offs, row_ok, r, RS)
         else:
             for first in range(0, R, RB):
                 for i in tl.static_range(RB):
                     r = first + i
                     if R % RB == 0:
-                        delta += _rank_term(proj_k, wdt_rows, chan_ok, row_offs, row_ok, r, S)
+                        delta += _rank_term(proj_k, wdt_rows, chan_ok, row_offs, row_ok, r, RS)
                     else:  # the last step's rows past R are masked out
                         delta += _rank_term(proj_k, wdt_rows, chan_ok & (r < R), row_offs,
-                                            row_ok & (r < R), r, S)
+                                            row_ok & (r < R), r, RS)
     return delta
 
 
 @triton.jit
-def _rank_term(proj_k, wdt_rows, chan_ok, row_offs, row_ok, r, S):
-    """``wdt[:, r] * dt_low[r]``: one rank's ``(BD, BL)`` term of the dt projection."""
+def _rank_term(proj_k, wdt_rows, chan_ok, row_offs, row_ok, r, RS):
+    """``wdt[:, r] * dt_low[r]``: one rank's ``(BD, BL)`` term of the dt projection (``proj``'s
+    rows ``RS`` apart)."""
     w_r = tl.load(wdt_rows + r, mask=chan_ok, other=0.0).to(tl.float32)
-    low_r = tl.load(proj_k + r * S + row_offs, mask=row_ok, other=0.0).to(tl.float32)
+    low_r = tl.load(proj_k + r * RS + row_offs, mask=row_ok, other=0.0).to(tl.float32)
     return w_r[:, None] * low_r
 
 
 @triton.jit
-def _chunk_inputs(x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, S,
+def _chunk_inputs(x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, RS,
                   R: tl.constexpr, RP: tl.constexpr, BD: tl.constexpr, BL: tl.constexpr,
                   DT_DOT: tl.constexpr, RB: tl.constexpr):
     """Load one chunk and form its recurrence terms; padding steps get decay 1, drive 0.
 
-    Returns ``u, z, dt, decay, drive, b_in, c_out``, all ``(BD, BL)`` fp32. The per-position
+    ``x_b + offs``: the chunk of the activation; ``proj_k``: the direction's ``proj`` rows,
+    ``RS`` apart. Returns ``u, z, dt, decay, drive, b_in, c_out``, all ``(BD, BL)`` fp32. The
+    per-position
     rows (dt_low, B, C) are loaded as whole tiles, every channel row reading the same
     positions (from L1), rather than as ``(BL,)`` vectors broadcast across channels: the
     vectors' layout made the compiler compute the dt projection and softplus in a layout of
@@ -200,10 +215,10 @@ def _chunk_inputs(x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_
     tile_ok = chan_ok[:, None] & step_ok[None, :]
     row_offs, row_ok = _row_tile(pos, step_ok, BD, BL)
     u = tl.load(x_b + offs, mask=tile_ok, other=0.0).to(tl.float32)
-    delta = _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, S, R, RP, BD, BL, DT_DOT,
+    delta = _dt_projection(proj_k, wdt_rows, chan_ok, pos, step_ok, RS, R, RP, BD, BL, DT_DOT,
                            RB)
-    b_in = tl.load(proj_k + R * S + row_offs, mask=row_ok, other=0.0).to(tl.float32)
-    c_out = tl.load(proj_k + (R + 1) * S + row_offs, mask=row_ok, other=0.0).to(tl.float32)
+    b_in = tl.load(proj_k + R * RS + row_offs, mask=row_ok, other=0.0).to(tl.float32)
+    c_out = tl.load(proj_k + (R + 1) * RS + row_offs, mask=row_ok, other=0.0).to(tl.float32)
     z = delta + bias[:, None]
     dt = _softplus(z)
     decay = tl.where(tile_ok, tl.exp(dt * a_coef[:, None]), 1.0)
@@ -219,21 +234,21 @@ def _program_channels(D, BD: tl.constexpr):
 
 
 @triton.jit
-def _direction_setup(k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, S, NCH, NSEG,
+def _direction_setup(k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, S, RS, NCH, NSEG,
                      R: tl.constexpr):
     """Per-direction parameters and row offsets shared by the forward and the backward.
 
     Returns ``bias, a_coef, skip`` (``(BD,)`` fp32), ``slot_row`` (offset of direction ``k``'s
-    rows in ``proj`` / ``gproj``), ``kd`` (``k * D + chans``, the rows of ``wdt``),
-    ``state_rows`` (offsets of the channels' rows in ``states``) and ``seg_base`` (offsets in
-    the segment summaries).
+    rows in the image-minor ``proj`` / ``gproj``, for image ``b``), ``kd`` (``k * D + chans``,
+    the rows of ``wdt``), ``state_rows`` (offsets of the channels' rows in ``states``) and
+    ``seg_base`` (offsets in the segment summaries).
     """
     kd = k * D + chans
     bias = tl.load(bias_ptr + kd, mask=chan_ok, other=0.0).to(tl.float32)
     a_log = tl.load(a_ptr + kd, mask=chan_ok, other=0.0).to(tl.float32)
     a_coef = -tl.exp(a_log)  # A = -exp(A_logs)
     skip = tl.load(ds_ptr + kd, mask=chan_ok, other=0.0).to(tl.float32)
-    slot_row = (b * 4 + _proj_slot(k)) * (R + 2) * S
+    slot_row = _image_row(_proj_slot(k) * (R + 2), b, S, RS)
     state_rows = ((b * 4 + k) * D + chans).to(tl.int64) * NCH
     seg_base = ((b * 4 + k) * NSEG) * D + chans
     return bias, a_coef, skip, slot_row, kd, state_rows, seg_base
@@ -259,9 +274,10 @@ def _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
                         REVERSE: tl.constexpr):
     """One program's work for direction ``k`` (``REVERSE``: ``k >= 2``), segment ``seg``."""
     cols = tl.arange(0, BL)
+    RS = S * tl.num_programs(1)  # row stride of the image-minor maps
     bias, a_coef, skip, slot_row, kd, state_offs, seg_base = _direction_setup(
-        k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, S, NCH, NSEG, R)
-    x_b = xs_ptr + _order_offset(k, b, D, S)  # the map of this direction's scan order
+        k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, S, RS, NCH, NSEG, R)
+    x_b = xs_ptr + _image_row((k % 2) * D, b, S, RS)  # this direction's scan order
     if k % 2 == 1:  # column-major directions: the transposed output map
         y_b = yt_ptr + b * D * S
     else:
@@ -281,10 +297,11 @@ def _scan_direction_fwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
     for j in tl.range(first, tl.minimum(first + SEG_CH, NCH), num_stages=NS):
         pos = _chunk_positions(j, cols, NCH, BL, REVERSE)
         step_ok = pos < L
-        offs = chans[:, None] * S + pos[None, :]  # int32: one image's (D, S) fits
+        offs = chans[:, None] * S + pos[None, :]  # in y, yt: int32, one image's (D, S) fits
+        x_offs = chans[:, None] * RS + pos[None, :]  # in xs: int32, D * B * S < 2**31
         u, z, dt, decay, drive, b_in, c_out = _chunk_inputs(
-            x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, S, R, RP, BD, BL,
-            DT_DOT, RB)
+            x_b, x_offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, RS, R, RP, BD,
+            BL, DT_DOT, RB)
         decay_cum, h_local = tl.associative_scan((decay, drive), 1, _affine_combine,
                                                  reverse=REVERSE)
         h_all = h_local + decay_cum * h[:, None]
@@ -353,10 +370,12 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
                         REVERSE: tl.constexpr):
     """One program's work for direction ``k`` (``REVERSE``: ``k >= 2``), segment ``seg``."""
     cols = tl.arange(0, BL)
+    RS = S * tl.num_programs(1)  # row stride of the image-minor maps
     bias, a_coef, skip, slot_row, kd, state_offs, seg_base = _direction_setup(
-        k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, S, NCH, NSEG, R)
-    order = _order_offset(k, b, D, S)  # the maps of this direction's scan order
-    x_b = xs_ptr + order
+        k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, S, RS, NCH, NSEG, R)
+    x_b = xs_ptr + _image_row((k % 2) * D, b, S, RS)  # this direction's scan order
+    gz_k = gz_ptr + _image_row(_proj_slot(k) * D, b, S, RS)
+    order = _order_offset(k, b, D, S)  # the image-major maps of this scan order
     gy_b = gys_ptr + order
     gx_b = gxs_ptr + order
     proj_k = proj_ptr + slot_row
@@ -382,9 +401,10 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
         pos = _chunk_positions(j, cols, NCH, BL, REVERSE)
         step_ok = pos < L
         tile_ok = chan_ok[:, None] & step_ok[None, :]
-        offs = chans[:, None] * S + pos[None, :]  # int32: one image's (D, S) fits
+        offs = chans[:, None] * S + pos[None, :]  # in gys, gxs: int32, one image's (D, S)
+        x_offs = chans[:, None] * RS + pos[None, :]  # in xs, gz: int32, D * B * S < 2**31
         u, z, dt, decay, drive, b_in, c_out = _chunk_inputs(
-            x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, S, R,
+            x_b, x_offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, RS, R,
             RP, BD, BL, DT_DOT, RB)
         gy = tl.load(gy_b + offs, mask=tile_ok, other=0.0)
 
@@ -413,11 +433,10 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
             g_bias += tl.sum(g_z, axis=1)
             g_b = tl.sum(g_h * dt * u, axis=0)
             g_c = tl.sum(gy * h_all, axis=0)
-            tl.atomic_add(gproj_k + R * S + pos, g_b, mask=step_ok, sem='relaxed')
-            tl.atomic_add(gproj_k + (R + 1) * S + pos, g_c, mask=step_ok, sem='relaxed')
+            tl.atomic_add(gproj_k + R * RS + pos, g_b, mask=step_ok, sem='relaxed')
+            tl.atomic_add(gproj_k + (R + 1) * RS + pos, g_c, mask=step_ok, sem='relaxed')
             # Zeros in the padding columns too (chunks span whole multiples of 16 >= S).
-            gz_k = gz_ptr + (b * 4 + _proj_slot(k)) * D * S
-            tl.store(gz_k + offs, g_z.to(gz_ptr.dtype.element_ty),
+            tl.store(gz_k + x_offs, g_z.to(gz_ptr.dtype.element_ty),
                      mask=chan_ok[:, None] & (pos < S)[None, :])
 
     if SUMMARY:
@@ -442,9 +461,10 @@ def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys
 
     Each chunk's states are recomputed from the saved chunk-entry state. ``SUMMARY=True`` only
     writes each segment's outgoing state gradient from a zero incoming one (``seg_carry``).
-    Otherwise: ``gxs (B, 2, D, S)`` (fp32; the two scan orders, like ``xs``; the output
-    gradient ``gys`` likewise) receives the scan's input gradient, rows B, C of
-    ``gproj (B, 4, R+2, S)`` (slots as ``proj``) theirs; ``gz (B, 4, D, S)``, by ``proj`` slot,
+    Otherwise: ``gxs (B, 2, D, S)`` (fp32, image-major; the two scan orders, as ``xs``; the
+    output gradient ``gys`` likewise) receives the scan's input gradient, rows B, C of
+    ``gproj (4, R+2, B, S)`` (image-minor, slots as ``proj``) theirs; ``gz (4, D, B, S)``
+    (image-minor, in ``xs``'s dtype), by ``proj`` slot,
     gets the gradient of ``delta + bias`` in direction order, zeros in its padding columns (the
     caller turns it into the dt_low and dt-weight gradients with two GEMMs); ``gchan (3, B, K,
     NSEG, D)`` (rows: bias, A_logs, Ds; by direction) holds per-program partial sums.
