@@ -69,6 +69,9 @@ def test_profile_category_table_sums_per_step(benchmark):
 
 def test_core_shapes_of_an_arch(benchmark):
     assert benchmark.core_shapes('tiny') == benchmark.CORE_SHAPES
+    assert benchmark.core_shapes('tiny', 128) == ((128, 96, 56, 56, 6), (128, 192, 28, 28, 12),
+                                                  (128, 384, 14, 14, 24), (128, 768, 7, 7, 48))
+    assert benchmark.core_shapes('small', 128)[0] == (128, 192, 56, 56, 6)
     assert benchmark.core_shapes('base') == ((32, 256, 56, 56, 8), (32, 512, 28, 28, 16),
                                              (32, 1024, 14, 14, 32), (32, 2048, 7, 7, 64))
     with pytest.raises(ValueError, match="Unknown VMamba arch 'huge'"):

@@ -74,12 +74,14 @@ def stage_shapes(arch: str) -> list[tuple[int, int, int]]:
             for i, dim in enumerate(settings['dims'])]
 
 
-def core_shapes(arch: str) -> tuple[tuple[int, int, int, int, int], ...]:
-    """The core section's shapes for ``--core-arch``: 'tiny' (:data:`CORE_SHAPES`) or the four
-    stage shapes of another VMamba arch at batch 32 (dt rank ``ceil(dim / 16)``)."""
-    if arch == 'tiny':
+def core_shapes(arch: str, batch: int = 32) -> tuple[tuple[int, int, int, int, int], ...]:
+    """The core section's shapes for ``--core-arch`` and ``--core-batch``: 'tiny' at batch 32
+    (:data:`CORE_SHAPES`: the goal's shapes, with the detection shape), else the four stage
+    shapes of the arch at ``batch`` (dt rank ``ceil(dim / 16)``; batch 128 is the training
+    benchmark's)."""
+    if arch == 'tiny' and batch == 32:
         return CORE_SHAPES
-    return tuple((32, inner, side, side, math.ceil(dim / 16))
+    return tuple((batch, inner, side, side, math.ceil(dim / 16))
                  for dim, inner, side in stage_shapes(arch))
 
 
@@ -715,6 +717,9 @@ def main() -> None:
     parser.add_argument('--core-arch', default='tiny',
                         help="the core section's shapes: 'tiny' (VMamba-T's stages and the "
                         "detection shape) or another arch's stages ('small', 'base')")
+    parser.add_argument('--core-batch', type=int, default=32,
+                        help="the core section's batch (other than 32, 'tiny' means its four "
+                        "stage shapes without the detection shape)")
     parser.add_argument('--core-tunings', default='',
                         help='fused-scan tunings to sweep: '
                         'block_d:block_l:warps:bwd_block_d:bwd_warps:min_programs'
@@ -763,7 +768,7 @@ def main() -> None:
     rows: list[dict] = []
     if 'core' in sections:
         bench_core(rows, args.core_backends.split(','), args.warmup, args.iters,
-                   parse_tunings(args.core_tunings), core_shapes(args.core_arch))
+                   parse_tunings(args.core_tunings), core_shapes(args.core_arch, args.core_batch))
     if 'norm' in sections:
         bench_norm(rows, args.norm_arch, args.batch, args.warmup, args.iters,
                    parse_norm_tunings(args.norm_tunings))
