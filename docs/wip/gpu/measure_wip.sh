@@ -1,0 +1,50 @@
+# Measure a docs/wip/<name>.diff against main (this tree) on the GPU machine; each call < 10 min.
+# Here: mkdir -p .gpu/wheels && cp ../shared/gpu-wheels/*.whl .gpu/wheels/ && rm .gpu/wheels/mmpretrain-*
+#       cp docs/wip/gpu/* .gpu/      (then run with carry [".gpu"], kind nvidia-h100-x1)
+#   call 1: bash .gpu/measure_wip.sh docs/wip/NAME.diff tests    GPU tests of the diff's tree, core host split
+#   call 2: bash .gpu/measure_wip.sh docs/wip/NAME.diff speed    training T/S/B (trees alternating, twice),
+#           core at the goal shapes and at VMamba-S's stage shapes at batch 128
+#   call 3: bash .gpu/measure_wip.sh docs/wip/NAME.diff profile  VMamba-S training kernel table, both trees
+# The trees are copies of the working files (mktree): the device's copy of .git can be stale (session 19:
+# `git archive HEAD~1` there gave an older commit), so nothing here reads git history.
+set -u
+REPO=$PWD DIFF=$1 MODE=$2
+source .gpu/setup.sh
+source .gpu/mktree.sh
+if [ ! -d /tmp/wip ]; then
+  mkdir -p /tmp/empty && mktree wip /tmp/empty && (cd /tmp/wip && git apply "$REPO/$DIFF") || exit 1
+  build_in "$REPO" /tmp/build_main.log & build_in /tmp/wip /tmp/build_wip.log & wait
+fi
+tree() { if [ "$1" = wip ]; then echo /tmp/wip; else echo "$REPO"; fi; }
+bench() {  # bench TREE ARGS...: benchmark.py in TREE
+  local d; d=$(tree "$1"); shift
+  (cd "$d" && PYTHONPATH=$SITE:$d python3 tools/analysis/benchmark.py "$@")
+}
+case $MODE in
+tests)
+  cd /tmp/wip && PYTHONPATH=$SITE:/tmp/wip python3 -m pytest -q -m gpu tests/test_ops/test_triton_ss2d_core.py \
+    -k "not dot16x64w8 and not unrolled_pipelined" -p no:cacheprovider 2>&1 | tail -1 | tee $OUT/tests.txt
+  PYTHONPATH=$SITE:/tmp/wip python3 -m pytest -q -m gpu tests/test_ops/test_backbone_through_op.py \
+    tests/test_models/test_vmamba_gpu.py -p no:cacheprovider 2>&1 | tail -1 | tee -a $OUT/tests.txt
+  for t in main wip; do d=$(tree $t)
+    (cd $d && PYTHONPATH=$SITE:$d python3 $REPO/.gpu/core_host.py /tmp 2>&1 | grep wall | sed "s/^/$t /" | tee -a $OUT/core_host.txt)
+  done ;;
+speed)
+  for i in 1 2; do for t in main wip; do
+    bench $t --sections models --modes train --models vmamba_tiny,vmamba_small,vmamba_base --out /tmp/train_${t}_$i \
+      2>&1 | grep '"models"' | python3 -c "import sys,json
+for l in sys.stdin:
+  r=json.loads(l); print('$t', r.get('model'), r.get('img_per_s'), r.get('ms'), r.get('gpu_ms'), r.get('peak_mib'))" \
+      | tee -a $OUT/train.txt
+  done; done
+  for t in main wip; do
+    bench $t --sections core --out /tmp/core_$t > /dev/null 2>&1
+    bench $t --sections core --core-arch small --core-batch 128 --out /tmp/core_s128_$t > /dev/null 2>&1
+    cp /tmp/core_$t/benchmark_core.csv $OUT/core_$t.csv; cp /tmp/core_s128_$t/benchmark_core.csv $OUT/core_s128_$t.csv
+  done ;;
+profile)
+  for t in main wip; do
+    bench $t --sections profile --profile-models vmamba_small --profile-modes train --out /tmp/prof_$t > /dev/null 2>&1
+    cp /tmp/prof_$t/profile_*.txt $OUT/prof_$t.txt
+  done ;;
+esac
