@@ -80,3 +80,18 @@ def test_triton_resources_reports_the_norm_kernels():
         registers, stack = map(int, re.match(r'registers (\d+), stack (\d+) B', report).groups())
         assert 0 < registers <= 255 and stack == 0
         assert '0 tile layout conversions' in report and 'scan layout' not in report
+
+
+def test_triton_resources_types_the_scan_kernels_maps():
+    """The half-precision maps the tool types must be parameters of the scan kernels: a renamed
+    parameter would compile as fp32 and skew every register count (the tool typed the
+        stale names x_ptr, xt_ptr from session 10 on, so xs compiled as fp32)."""
+    import pytest
+
+    from mmvmamba.ops.triton.ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
+
+    tool = load_tool('analysis/triton_resources.py')
+    kernels = (ss2d_scan_fwd_kernel, ss2d_scan_bwd_kernel)
+    tool.check_pointer_names(kernels, tool.HALF_POINTERS)
+    with pytest.raises(ValueError, match=r"no parameter \['x_ptr'\]"):
+        tool.check_pointer_names(kernels, ('x_ptr', 'proj_ptr'))

@@ -30,7 +30,7 @@ from mmvmamba.ops.triton.layer_norm_2d_kernels import (
 )
 from mmvmamba.ops.triton.ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
 
-HALF_POINTERS = ('x_ptr', 'xt_ptr', 'proj_ptr', 'gz_ptr')  # in the activation's dtype
+HALF_POINTERS = ('xs_ptr', 'proj_ptr', 'gz_ptr')  # the scan kernels' maps in x's dtype
 
 #: The LayerNorm2d's two uses: the blocks' norms (bf16 maps, channels-last: channel stride 1)
 #: and the fused core's output norm (its fp32 merged map, positions contiguous in rows padded
@@ -44,6 +44,16 @@ NORM_USES = {
     'core_out': (dict(out_ptr='bf16', gout_ptr='bf16'), ('x_sl', 'o_sc', 'g_sc', 'gx_sl'),
                  ('C', 'x_sb', 'x_sc', 'o_sb', 'o_sl', 'g_sb', 'g_sl', 'gx_sb', 'gx_sc')),
 }
+
+
+def check_pointer_names(kernels: tuple, names) -> None:
+    """Fail if a pointer this tool types is a parameter of none of ``kernels`` (a renamed
+    parameter would silently compile as fp32)."""
+    params = {param.name for kernel in kernels for param in kernel.params}
+    unknown = sorted(set(names) - params)
+    if unknown:
+        raise ValueError(f'no parameter {unknown} in {[k.fn.__name__ for k in kernels]}: update '
+                         f'the pointer dtypes of triton_resources.py to {sorted(params)}')
 
 
 def inspect(kernel, constexprs: dict, args: argparse.Namespace, pointer_dtypes: dict,
@@ -99,6 +109,7 @@ def inspect_norm(args: argparse.Namespace) -> None:
     """The LayerNorm2d kernels at ``--channels`` (padded to a power of two) x ``--positions``
     per tile, for the use ``--norm``."""
     pointer_dtypes, ones, divisible = NORM_USES[args.norm]
+    check_pointer_names((layer_norm_2d_fwd_kernel, layer_norm_2d_bwd_kernel), pointer_dtypes)
     base = dict(BC=triton.next_power_of_2(args.channels), BP=args.positions, HAS_WEIGHT=True)
     kernels = (('fwd', layer_norm_2d_fwd_kernel, dict(base, HAS_BIAS=True)),
                ('bwd', layer_norm_2d_bwd_kernel, dict(base, PB=args.bwd_blocks)))
@@ -135,6 +146,7 @@ def main() -> None:
     base = dict(R=args.rank, RP=max(16, triton.next_power_of_2(args.rank)), BD=args.block_d,
                 BL=args.block_l, DT_DOT=args.dt_dot, RB=args.rank_block,
                 NS=args.stages)
+    check_pointer_names((ss2d_scan_fwd_kernel, ss2d_scan_bwd_kernel), HALF_POINTERS)
     variants = (('', dict(SUMMARY=False, PAIRED=False)),
                 (' summary', dict(SUMMARY=True, PAIRED=False)),
                 (' paired', dict(SUMMARY=False, PAIRED=True)))

@@ -5,6 +5,8 @@
 #   call 2: bash .gpu/measure_wip.sh docs/wip/NAME.diff speed    training T/S/B (trees alternating, twice),
 #           core at the goal shapes and at VMamba-S's stage shapes at batch 128
 #   call 3: bash .gpu/measure_wip.sh docs/wip/NAME.diff profile  VMamba-S training kernel table, both trees
+#   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff sweep    the diff's core under scan tunings (SWEEP,
+#           ';' between them), at the goal shapes and at VMamba-T's stage shapes at batch 128
 # The trees are copies of the working files (mktree): the device's copy of .git can be stale (session 19:
 # `git archive HEAD~1` there gave an older commit), so nothing here reads git history.
 set -u
@@ -41,6 +43,14 @@ for l in sys.stdin:
     bench $t --sections core --out /tmp/core_$t > /dev/null 2>&1
     bench $t --sections core --core-arch small --core-batch 128 --out /tmp/core_s128_$t > /dev/null 2>&1
     cp /tmp/core_$t/benchmark_core.csv $OUT/core_$t.csv; cp /tmp/core_s128_$t/benchmark_core.csv $OUT/core_s128_$t.csv
+  done ;;
+sweep)
+  IFS=';' read -ra TUNINGS <<< "${SWEEP:-;pair_max_length=0;bwd_block_d=8,bwd_num_warps=4}"
+  for n in "${!TUNINGS[@]}"; do
+    bench wip --sections core --scan-tuning "${TUNINGS[$n]}" --out /tmp/sweep_$n > /dev/null 2>&1
+    bench wip --sections core --core-batch 128 --scan-tuning "${TUNINGS[$n]}" --out /tmp/sweep128_$n > /dev/null 2>&1
+    (echo "# scan tuning: '${TUNINGS[$n]}'"; cat /tmp/sweep_$n/benchmark_core.csv /tmp/sweep128_$n/benchmark_core.csv) \
+      > $OUT/sweep_$n.csv
   done ;;
 profile)
   for t in main wip; do
