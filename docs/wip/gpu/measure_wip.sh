@@ -4,6 +4,7 @@
 #   call 1: bash .gpu/measure_wip.sh docs/wip/NAME.diff tests    GPU tests of the diff's tree, core host split
 #   call 2: bash .gpu/measure_wip.sh docs/wip/NAME.diff speed    training T/S/B (trees alternating, twice),
 #           core at the goal shapes and at VMamba-S's stage shapes at batch 128
+#           (WIP_TUNING=key=int,... runs the diff's tree under those SCAN_TUNING knobs, in speed and profile)
 #   call 3: bash .gpu/measure_wip.sh docs/wip/NAME.diff profile  VMamba-S training kernel table, both trees
 #   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff sweep    the diff's core under scan tunings (SWEEP,
 #           ';' between them), at the goal shapes and at VMamba-T's stage shapes at batch 128
@@ -18,9 +19,11 @@ if [ ! -d /tmp/wip ]; then
   build_in "$REPO" /tmp/build_main.log & build_in /tmp/wip /tmp/build_wip.log & wait
 fi
 tree() { if [ "$1" = wip ]; then echo /tmp/wip; else echo "$REPO"; fi; }
-bench() {  # bench TREE ARGS...: benchmark.py in TREE
-  local d; d=$(tree "$1"); shift
-  (cd "$d" && PYTHONPATH=$SITE:$d python3 tools/analysis/benchmark.py "$@")
+bench() {  # bench TREE ARGS...: benchmark.py in TREE (the diff's tree under WIP_TUNING, if set)
+  local d extra=(); d=$(tree "$1")
+  [ "$1" = wip ] && [ -n "${WIP_TUNING:-}" ] && extra=(--scan-tuning "$WIP_TUNING")
+  shift
+  (cd "$d" && PYTHONPATH=$SITE:$d python3 tools/analysis/benchmark.py "${extra[@]}" "$@")
 }
 case $MODE in
 tests)
@@ -45,7 +48,7 @@ for l in sys.stdin:
     cp /tmp/core_$t/benchmark_core.csv $OUT/core_$t.csv; cp /tmp/core_s128_$t/benchmark_core.csv $OUT/core_s128_$t.csv
   done ;;
 sweep)
-  IFS=';' read -ra TUNINGS <<< "${SWEEP:-;pair_max_length=0;bwd_block_d=8,bwd_num_warps=4}"
+  IFS=";" read -ra TUNINGS <<< "${SWEEP:-;split_pair_max_rank=16;pair_max_length=0}"
   for n in "${!TUNINGS[@]}"; do
     bench wip --sections core --scan-tuning "${TUNINGS[$n]}" --out /tmp/sweep_$n > /dev/null 2>&1
     bench wip --sections core --core-batch 128 --scan-tuning "${TUNINGS[$n]}" --out /tmp/sweep128_$n > /dev/null 2>&1
