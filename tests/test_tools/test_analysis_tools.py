@@ -9,6 +9,7 @@ import json
 import sys
 import textwrap
 
+import pytest
 from tool_helpers import FAST_DET, REPO, TOY_DET, load_tool, run, tool_env
 
 CONFIG = '''
@@ -84,10 +85,8 @@ def test_triton_resources_reports_the_norm_kernels():
 
 def test_triton_resources_types_the_scan_kernels_maps():
     """The half-precision maps the tool types must be parameters of the scan kernels: a renamed
-    parameter would compile as fp32 and skew every register count (the tool typed the
-        stale names x_ptr, xt_ptr from session 10 on, so xs compiled as fp32)."""
-    import pytest
-
+    parameter would compile as fp32 and skew every register count (the tool typed the stale
+    names x_ptr, xt_ptr from session 10 on, so xs compiled as fp32)."""
     from mmvmamba.ops.triton.ss2d_scan import ss2d_scan_bwd_kernel, ss2d_scan_fwd_kernel
 
     tool = load_tool('analysis/triton_resources.py')
