@@ -49,7 +49,7 @@ for l in sys.stdin:
     cp /tmp/core_$t/benchmark_core.csv $OUT/core_$t.csv; cp /tmp/core_s128_$t/benchmark_core.csv $OUT/core_s128_$t.csv
   done ;;
 sweep)
-  IFS=";" read -ra TUNINGS <<< "${SWEEP:-;split_pair_max_rank=16;pair_max_length=0;min_programs=2048,pipeline_max_programs=4096}"
+  IFS=";" read -ra TUNINGS <<< "${SWEEP:-;split_pair_max_rank=16;pair_max_length=0;min_programs=2048,pipeline_max_programs=2500}"
   for n in "${!TUNINGS[@]}"; do
     bench wip --sections core --scan-tuning "${TUNINGS[$n]}" --out /tmp/sweep_$n > /dev/null 2>&1
     bench wip --sections core --core-batch 128 --scan-tuning "${TUNINGS[$n]}" --out /tmp/sweep128_$n > /dev/null 2>&1
