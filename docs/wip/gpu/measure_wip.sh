@@ -7,8 +7,9 @@
 #           (WIP_TUNING=key=int,... runs the diff's tree under those SCAN_TUNING knobs, in speed and profile)
 #   call 3: bash .gpu/measure_wip.sh docs/wip/NAME.diff profile  VMamba-S training kernel table, both trees
 #   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff sweep    the diff's core under scan tunings (SWEEP,
-#           ';' between them; default: defaults, split pair, unpaired, more segments for the detection
-#           shape), at the goal shapes and at VMamba-T's stage shapes at batch 128 (8 CSVs, the most a call returns)
+#           ';' between them; default: defaults, split pair to rank 16 and at every rank, unpaired, more
+#           segments for the detection shape, the FMA forward at every rank), at the goal shapes and at
+#           VMamba-T's stage shapes at batch 128; one CSV per tuning (at most 8 come back from a call)
 # The trees are copies of the working files (mktree): the device's copy of .git can be stale (session 19:
 # `git archive HEAD~1` there gave an older commit), so nothing here reads git history.
 set -u
@@ -49,7 +50,7 @@ for l in sys.stdin:
     cp /tmp/core_$t/benchmark_core.csv $OUT/core_$t.csv; cp /tmp/core_s128_$t/benchmark_core.csv $OUT/core_s128_$t.csv
   done ;;
 sweep)
-  IFS=";" read -ra TUNINGS <<< "${SWEEP:-;split_pair_max_rank=16;pair_max_length=0;min_programs=2048,pipeline_max_programs=2500}"
+  IFS=";" read -ra TUNINGS <<< "${SWEEP:-;split_pair_max_rank=16;split_pair_max_rank=64;pair_max_length=0;min_programs=2048,pipeline_max_programs=2500;fwd_dot_min_rank=0}"
   for n in "${!TUNINGS[@]}"; do
     bench wip --sections core --scan-tuning "${TUNINGS[$n]}" --out /tmp/sweep_$n > /dev/null 2>&1
     bench wip --sections core --core-batch 128 --scan-tuning "${TUNINGS[$n]}" --out /tmp/sweep128_$n > /dev/null 2>&1
