@@ -4,8 +4,9 @@
 #   call 1: bash .gpu/measure_wip.sh docs/wip/NAME.diff tests    GPU tests of the diff's tree, core host split
 #   call 2: bash .gpu/measure_wip.sh docs/wip/NAME.diff speed    training T/S/B (trees alternating, twice),
 #           core at the goal shapes and at VMamba-S's stage shapes at batch 128
-#           (WIP_TUNING=key=int,... runs the diff's tree under those SCAN_TUNING knobs, in speed and profile)
+#           (WIP_TUNING=key=int,... runs the diff's tree under those SCAN_TUNING knobs, in speed, compiled, profile)
 #   call 3: bash .gpu/measure_wip.sh docs/wip/NAME.diff profile  VMamba-S training kernel table, both trees
+#   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff compiled compiled VMamba-T inference and training, both trees
 #   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff sweep    the diff's core under scan tunings (SWEEP,
 #           ';' between them; default: defaults, split pair to rank 16 and at every rank, unpaired, more
 #           segments for the detection shape, the FMA forward at every rank), at the goal shapes and at
@@ -56,6 +57,11 @@ sweep)
     bench wip --sections core --core-batch 128 --scan-tuning "${TUNINGS[$n]}" --out /tmp/sweep128_$n > /dev/null 2>&1
     (echo "# scan tuning: '${TUNINGS[$n]}'"; cat /tmp/sweep_$n/benchmark_core.csv /tmp/sweep128_$n/benchmark_core.csv) \
       > $OUT/sweep_$n.csv
+  done ;;
+compiled)
+  for t in main wip; do
+    bench $t --sections compile --modes infer,train --compile-models vmamba_tiny --out /tmp/compiled_$t 2>&1 \
+      | grep '"compile"' | sed "s/^/$t /" | tee -a $OUT/compiled.txt
   done ;;
 profile)
   for t in main wip; do
