@@ -1,7 +1,9 @@
 # Measure a docs/wip/<name>.diff against main (this tree) on the GPU machine; each call < 10 min.
 # Here: mkdir -p .gpu/wheels && cp ../shared/gpu-wheels/*.whl .gpu/wheels/ && rm .gpu/wheels/mmpretrain-*
 #       cp docs/wip/gpu/* .gpu/      (then run with carry [".gpu"], kind nvidia-h100-x1)
-#   call 1: bash .gpu/measure_wip.sh docs/wip/NAME.diff tests    GPU tests of the diff's tree, core host split
+#   call 1: bash .gpu/measure_wip.sh docs/wip/NAME.diff tests    GPU tests of the diff's tree (run 98: ~330 s
+#           of tests + ~100 s of set-up and builds on a fresh machine)
+#   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff host     the core's host split per shape, both trees
 #   call 2: bash .gpu/measure_wip.sh docs/wip/NAME.diff speed    training T/S/B (trees alternating, twice),
 #           core at the goal shapes and at VMamba-S's stage shapes at batch 128
 #           (WIP_TUNING=key=int,... runs the diff's tree under those SCAN_TUNING knobs, in speed, compiled, profile)
@@ -33,7 +35,8 @@ tests)
   cd /tmp/wip && PYTHONPATH=$SITE:/tmp/wip python3 -m pytest -q -m gpu tests/test_ops/test_triton_ss2d_core.py \
     -k "not dot16x64w8 and not unrolled_pipelined" -p no:cacheprovider 2>&1 | tail -1 | tee $OUT/tests.txt
   PYTHONPATH=$SITE:/tmp/wip python3 -m pytest -q -m gpu tests/test_ops/test_backbone_through_op.py \
-    tests/test_models/test_vmamba_gpu.py -p no:cacheprovider 2>&1 | tail -1 | tee -a $OUT/tests.txt
+    tests/test_models/test_vmamba_gpu.py -p no:cacheprovider 2>&1 | tail -1 | tee -a $OUT/tests.txt ;;
+host)
   for t in main wip; do d=$(tree $t)
     (cd $d && PYTHONPATH=$SITE:$d python3 $REPO/.gpu/core_host.py /tmp 2>&1 | grep wall | sed "s/^/$t /" | tee -a $OUT/core_host.txt)
   done ;;
