@@ -201,12 +201,13 @@ def _check(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A_logs: Te
         raise ValueError(f'ss2d_core (fused): x_proj_weight {tuple(x_proj_weight.shape)} does '
                          f'not match (4, R+2N, Din={x.shape[1]})')
     batch, _, height, width = x.shape
-    if inner * batch * _row_stride(height * width) >= 2**31:
-        raise ValueError(f'ss2d_core (fused): Din * B * S = {inner} * {batch} * '
-                         f'{_row_stride(height * width)} (S: H*W = {height * width} rounded up '
-                         f'to a multiple of {ROW_ALIGN}) must be < 2**31: the kernels index a '
-                         f'scan order of all images with int32. Split the batch into smaller '
-                         f'ones, or use backend="reference" for such maps')
+    stride = _row_stride(height * width)
+    if inner * batch * stride >= 2**31:
+        raise ValueError(f'ss2d_core (fused): Din * B * S = {inner} * {batch} * {stride} (S: '
+                         f'H*W = {height * width} rounded up to a multiple of {ROW_ALIGN}) must '
+                         f'be < 2**31: the kernels index a scan order of all images with int32. '
+                         f'Split the batch into smaller ones, or use backend="reference" for '
+                         f'such maps')
     if A_logs.shape[-1] != 1 or proj_dim != rank + 2:
         raise NotImplementedError(
             f'ss2d_core (fused) supports d_state N = 1 only, got A_logs {tuple(A_logs.shape)} '

@@ -206,9 +206,8 @@ def _chunk_inputs(x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_
 
     ``x_b + offs``: the chunk of the activation; ``proj_k``: the direction's ``proj`` rows,
     ``RS`` apart. Returns ``u, z, dt, decay, drive, b_in, c_out``, all ``(BD, BL)`` fp32. The
-    per-position
-    rows (dt_low, B, C) are loaded as whole tiles, every channel row reading the same
-    positions (from L1), rather than as ``(BL,)`` vectors broadcast across channels: the
+    per-position rows (dt_low, B, C) are loaded as whole tiles, every channel row reading the
+    same positions (from L1), rather than as ``(BL,)`` vectors broadcast across channels: the
     vectors' layout made the compiler compute the dt projection and softplus in a layout of
     single steps per lane and convert the tiles to the scan's layout through shared memory.
     """
@@ -464,10 +463,10 @@ def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys
     Otherwise: ``gxs (B, 2, D, S)`` (fp32, image-major; the two scan orders, as ``xs``; the
     output gradient ``gys`` likewise) receives the scan's input gradient, rows B, C of
     ``gproj (4, R+2, B, S)`` (image-minor, slots as ``proj``) theirs; ``gz (4, D, B, S)``
-    (image-minor, in ``xs``'s dtype), by ``proj`` slot,
-    gets the gradient of ``delta + bias`` in direction order, zeros in its padding columns (the
-    caller turns it into the dt_low and dt-weight gradients with two GEMMs); ``gchan (3, B, K,
-    NSEG, D)`` (rows: bias, A_logs, Ds; by direction) holds per-program partial sums.
+    (image-minor, in ``xs``'s dtype), by ``proj`` slot, gets the gradient of ``delta + bias``
+    in direction order, zeros in its padding columns (the caller turns it into the dt_low and
+    dt-weight gradients with two GEMMs); ``gchan (3, B, K, NSEG, D)`` (rows: bias, A_logs, Ds;
+    by direction) holds per-program partial sums.
 
     ``PAIRED`` (one segment only): grid ``(cdiv(D, BD), B, 2)``, directions ``p`` then ``p + 2``
     per program, storing and then adding ``gxs`` (no zeroing needed). Otherwise grid
