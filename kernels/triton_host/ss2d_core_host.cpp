@@ -33,11 +33,11 @@ constexpr int64_t kMaxProductParts = 256;  // MAX_PRODUCT_PARTS of ss2d_core.py
 // `ScanConfig` of ss2d_core.py, in its field order, then `paired` (`_paired`).
 struct ScanConfig {
   int64_t block_d, block_l, chunks, segments, chunks_per_segment, num_warps, dt_dot, bwd_block_d,
-      bwd_num_warps, bwd_dt_dot, rank_block, stages, paired;
+      bwd_num_warps, bwd_dt_dot, rank_block, stages, split_pair, paired;
 
   static ScanConfig from(const std::vector<int64_t>& v) {
-    TORCH_CHECK(v.size() == 13, "ss2d_core: the scan config must have 13 fields, got ", v.size());
-    return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12]};
+    TORCH_CHECK(v.size() == 14, "ss2d_core: the scan config must have 14 fields, got ", v.size());
+    return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13]};
   }
 };
 
@@ -203,14 +203,19 @@ std::vector<Meta> scan_meta(const ScanConfig& cfg, int64_t rank, bool backward) 
           {"num_warps", backward ? cfg.bwd_num_warps : cfg.num_warps}};
 }
 
-// A scan kernel: one paired launch, or the segment-summary launch and the scan (`_launch`).
+// A scan kernel (`_launch`): paired, one launch or the two of a split pair; unpaired, the
+// segment-summary launch and the scan.
 void launch_scan(const char* kernel, const ScanConfig& cfg, int64_t batch, int64_t inner,
                  const std::vector<Arg>& args, std::vector<Meta> meta) {
   const int64_t channel_blocks = cdiv(inner, meta[2].value);
   meta.push_back({"SUMMARY", 0, true});
-  meta.push_back({"PAIRED", cfg.paired, true});
+  meta.push_back({"PAIRED", 0});
   if (cfg.paired) {
-    launch(kernel, {channel_blocks, batch, 2}, args, meta);
+    const int64_t first = cfg.split_pair ? 2 : 1, last = cfg.split_pair ? 3 : 1;
+    for (int64_t phase = first; phase <= last; ++phase) {
+      meta.back().value = phase;
+      launch(kernel, {channel_blocks, batch, 2}, args, meta);
+    }
     return;
   }
   const std::array<int64_t, 3> grid{channel_blocks, batch, kDirections * cfg.segments};
@@ -289,14 +294,15 @@ std::vector<Tensor> core_backward(const Tensor& grad_output, const Tensor& xs,
   const int64_t length = height * width;
   check_offsets(inner, batch, length);
   const int64_t rows = rank + 2;
-  // The output gradient through the norm, in both scan orders: (B, 2, D, S).
-  const Tensor grad_ys = at::empty({batch, 2, inner, row_stride(length)}, f32(xs));
-  const Tensor grad_valid = valid(grad_ys, length);
+  // The output gradient through the norm, in both scan orders, image-minor as xs (see
+  // `_backward`): (2, D, B, S).
+  const Tensor grad_ys = at::empty({2, inner, batch, row_stride(length)}, f32(xs));
+  const Tensor grad_valid = valid(image_major(grad_ys), length);
   const Tensor grad_y = grad_valid.select(1, 0), grad_yt = grad_valid.select(1, 1);
   const Tensor grad_norm =
       ln2d_backward(flat(grad_out), valid(y, length), out_norm_weight, stats, grad_y);
   transpose_into(grad_y, grad_yt, width, height, /*accumulate=*/false);
-  const Tensor grad_xs = new_map({batch, 2, inner, row_stride(length)}, f32(xs), !cfg.paired);
+  const Tensor grad_xs = new_map({2, inner, batch, row_stride(length)}, f32(xs), !cfg.paired);
   // Image-minor, by slot (see `_backward`).
   const Tensor grad_proj = at::zeros({kDirections, rows, batch, row_stride(length)}, f32(xs));
   const int64_t stride = grad_proj.size(3);
@@ -327,7 +333,7 @@ std::vector<Tensor> core_backward(const Tensor& grad_output, const Tensor& xs,
       at::bmm(pair_weights(x_proj_weight, xs.scalar_type()).transpose(1, 2), grad_proj_x)
           .view(xs.sizes());
   const Tensor grad_x =
-      merge_orders_into(grad_xs, image_major(grad_xs_proj), at::empty_like(grad_out));
+      merge_orders_into(image_major(grad_xs), image_major(grad_xs_proj), at::empty_like(grad_out));
   const Tensor grad_w_slots =
       block_products(grad_proj_x.view({kDirections * rows, -1}), xs.view({2 * inner, -1}), 2);
   return {grad_x,

@@ -35,6 +35,10 @@ TUNINGS = {
                             min_programs=1, dt_dot=False, stages=2, rank_block=0),
     'fma_one_segment_unpaired': dict(block_d=4, block_l=16, num_warps=4, min_programs=1,
                                      dt_dot=False, pair_max_length=0),
+    # A split pair: directions 0-1 storing, then 2-3 adding, in two launches.
+    'fma_one_segment_split_pair': dict(block_d=4, block_l=16, num_warps=2, bwd_block_d=4,
+                                       bwd_num_warps=2, min_programs=1, dt_dot=False,
+                                       split_pair_min_rank=1),
     'dot': dict(block_d=16, block_l=16, num_warps=4, bwd_block_d=16, bwd_num_warps=4,
                 min_programs=64, dt_dot=True),
     # The dt projection's FMAs two rank rows per step of a loop over the rank.
@@ -60,6 +64,7 @@ INTERPRETER_CASES = {
     # x and the output gradient channels-last, as the backbone hands them over.
     'channels_last_segments': (2, 5, 3, 4, 2, 'fp32', 'fma'),
     'channels_last_bf16_paired': (2, 6, 7, 5, 3, 'bf16', 'fma_one_segment'),
+    'channels_last_bf16_split_pair': (2, 6, 7, 5, 3, 'bf16', 'fma_one_segment_split_pair'),
     # R = 3 over steps of 2 rows (the last step masked) and R = 4 (two whole steps).
     'rank_loop_remainder': (1, 6, 5, 7, 3, 'fp32', 'fma_rank_block'),
     'rank_loop_whole_steps_bf16': (2, 5, 3, 4, 4, 'bf16', 'fma_rank_block'),
@@ -151,7 +156,7 @@ CPP_CASES = ('three_chunks_three_segments', 'three_chunks_one_segment',
              'three_chunks_one_segment_unpaired', 'channels_last_bf16_paired',
              'dot_two_channel_blocks_segments', 'rank_loop_remainder', 'one_pixel',
              'fwd_dot_two_channel_blocks', 'channels_last_split_orders',
-             'weight_gradient_parts')
+             'weight_gradient_parts', 'channels_last_bf16_split_pair')
 
 
 def outputs_and_grads(case, core_fn, seed, channels_last=False):
@@ -378,6 +383,9 @@ def test_interpreter_cases_cover_chunks_and_segments(interpreted_results):
     assert configs['three_chunks_one_segment']['paired']  # directions k, k+2 in one program
     assert configs['three_chunks_one_segment']['block_d'] == 8
     assert configs['three_chunks_one_segment']['bwd_block_d'] == 4
+    assert not configs['three_chunks_one_segment']['split_pair']
+    split = configs['channels_last_bf16_split_pair']
+    assert split['paired'] and split['split_pair'] and split['chunks'] > 1
     unpaired = configs['three_chunks_one_segment_unpaired']
     assert unpaired['segments'] == 1 and unpaired['chunks'] > 1 and not unpaired['paired']
     dot = configs['dot_two_channel_blocks_segments']

@@ -147,9 +147,11 @@ def main() -> None:
                 BL=args.block_l, DT_DOT=args.dt_dot, RB=args.rank_block,
                 NS=args.stages)
     check_pointer_names((ss2d_scan_fwd_kernel, ss2d_scan_bwd_kernel), HALF_POINTERS)
-    variants = (('', dict(SUMMARY=False, PAIRED=False)),
-                (' summary', dict(SUMMARY=True, PAIRED=False)),
-                (' paired', dict(SUMMARY=False, PAIRED=True)))
+    variants = (('', dict(SUMMARY=False, PAIRED=0)),
+                (' summary', dict(SUMMARY=True, PAIRED=0)),
+                (' paired', dict(SUMMARY=False, PAIRED=1)),
+                (' split pair 1/2', dict(SUMMARY=False, PAIRED=2)),
+                (' split pair 2/2', dict(SUMMARY=False, PAIRED=3)))
     for name, kernel in (('fwd', ss2d_scan_fwd_kernel), ('bwd', ss2d_scan_bwd_kernel)):
         for label, flags in variants:
             # Pointers in --dtype where the activation's dtype applies; the row stride S is

@@ -80,6 +80,16 @@ DIRECTIONS = 4
 #: forward at those stages 9-25% faster by kernel time, none slower; VMamba-B bf16 inference
 #: 1875 -> 2220 img/s, training 629 -> 664, VMamba-T 6227 -> 6557 and 1976 -> 2061 (batch 128,
 #: alternating in one call).
+#: ``split_pair_min_rank`` (0: never): a paired scan of dt rank at least this runs as two
+#: launches, directions 0-1 storing and then 2-3 adding, instead of one program walking both
+#: in turn: one direction per program takes fewer registers (sm_90, fp16, paired backward at
+#: R = 6 / 8 / 12: 96 / 96 / 110 -> 80; forward 62 / 70 / 80 -> 60 / 64 / 72; at R >= 24 the
+#: backward's first launch takes 96 against 88; ``tools/analysis/triton_resources.py``), at
+#: the cost of twice the programs, each half as long. Default 48 from session 20, run 104
+#: (H100, kernel time, splitting at every rank against none): VMamba-T's stage 4 (R = 48)
+#: core forward+backward 0.420 -> 0.402 ms at batch 32 and 1.444 -> 1.350 at batch 128, its
+#: forward 0.581 -> 0.490 at batch 128; stage 3 (R = 24) forward slower (0.607 -> 0.672 at
+#: batch 128), stages 1-2 within +-1.5%.
 #:
 #: Defaults: the fastest by kernel time (profiler) of a sweep at VMamba-T's batch-128 stage
 #: shapes on an H100 (docs/benchmarks.md, session 9, run 38): 4 channels x 64 steps, 2 warps,
@@ -89,10 +99,16 @@ DIRECTIONS = 4
 #: VMamba-T training step's GPU time from 64.8 to 61.6 ms (stages 1-2 within +-4%);
 #: ``stages=3`` took the detection shape (2 x 96 x 200 x 320, 576 programs) from 3.03 to
 #: 2.41 ms but the batch-32 stage shapes (3072-24576 programs) up by as much as 23%, hence
-#: the grid bound.
+#: the grid bound. Session 20, run 104 (kernel time, H100): ``min_programs`` 512 -> 2048 with
+#: ``pipeline_max_programs`` 1024 -> 2500 (the detection shape in 11 segments, 2112 programs,
+#: still pipelined) took its core forward+backward from 2.240 to 1.853 ms and its forward
+#: from 0.855 to 0.688; VMamba-T's stage shapes at batch 32 and 128 (3072 programs and up,
+#: unchanged configurations) within +-0.6%. Grids of 512-2047 programs (e.g. stage 1 at batch
+#: 8-16) now run in segments where they were paired: not yet timed.
 SCAN_TUNING = dict(block_d=4, block_l=64, num_warps=2, bwd_block_d=4, bwd_num_warps=2,
-                   min_programs=512, dt_dot=False, rank_block=8, stages=3,
-                   pipeline_max_programs=1024, pair_max_length=4096, fwd_dot_min_rank=24)
+                   min_programs=2048, dt_dot=False, rank_block=8, stages=3,
+                   pipeline_max_programs=2500, pair_max_length=4096, fwd_dot_min_rank=24,
+                   split_pair_min_rank=48)
 
 #: ``(channels per program, warps)`` of the forward kernel when ``fwd_dot_min_rank`` gives it
 #: the tensor-core dt projection. Session 14, run 63 (H100, batch 32, kernel time): at
@@ -117,6 +133,7 @@ class ScanConfig(NamedTuple):
     bwd_dt_dot: bool
     rank_block: int
     stages: int
+    split_pair: bool
 
 
 def _channels_per_program(block_d: int, smallest: int, batch: int, channels: int) -> int:
@@ -160,7 +177,8 @@ def _scan_config(batch: int, channels: int, length: int, rank: int,
     small_grid = programs * segments <= SCAN_TUNING['pipeline_max_programs']
     return ScanConfig(block_d, block_l, chunks, segments, per_segment, num_warps, fwd_dot,
                       bwd_block_d, SCAN_TUNING['bwd_num_warps'], dt_dot,
-                      SCAN_TUNING['rank_block'], SCAN_TUNING['stages'] if small_grid else 1)
+                      SCAN_TUNING['rank_block'], SCAN_TUNING['stages'] if small_grid else 1,
+                      0 < SCAN_TUNING['split_pair_min_rank'] <= rank)
 
 
 def _meta(cfg: ScanConfig, rank: int, backward: bool) -> dict:
@@ -173,22 +191,27 @@ def _meta(cfg: ScanConfig, rank: int, backward: bool) -> dict:
 
 
 def _paired(cfg: ScanConfig, length: int) -> bool:
-    """Run directions k and k+2 in one program (plain stores, no zeroed maps)? See SCAN_TUNING."""
+    """Pair directions k and k+2 (in one program, or as a split pair in two launches: plain
+    stores, no zeroed maps)? See SCAN_TUNING."""
     return cfg.segments == 1 and length <= SCAN_TUNING['pair_max_length']
 
 
 def _launch(kernel, cfg: ScanConfig, batch: int, inner: int, paired: bool, args: tuple,
             meta: dict) -> None:
-    """Run a scan kernel: one paired launch (directions k and k+2 per program, one segment), or
-    the segment-summary launch (several segments) and then one program per direction."""
+    """Run a scan kernel: paired (one segment), one launch whose programs walk directions k and
+    k+2 in turn, or, for a split pair (``cfg.split_pair``), two launches, k = 0, 1 and then
+    k = 2, 3; unpaired, the segment-summary launch (several segments) and then one program per
+    direction and segment (``PAIRED`` 1, 2 and 3, 0: see the scan kernels)."""
     channel_blocks = cdiv(inner, meta['BD'])
     if paired:
-        launch(kernel, (channel_blocks, batch, 2), args, dict(meta, SUMMARY=False, PAIRED=True))
+        for phase in ((2, 3) if cfg.split_pair else (1, )):
+            launch(kernel, (channel_blocks, batch, 2), args,
+                   dict(meta, SUMMARY=False, PAIRED=phase))
         return
     grid = (channel_blocks, batch, DIRECTIONS * cfg.segments)
     if cfg.segments > 1:
-        launch(kernel, grid, args, dict(meta, SUMMARY=True, PAIRED=False))
-    launch(kernel, grid, args, dict(meta, SUMMARY=False, PAIRED=False))
+        launch(kernel, grid, args, dict(meta, SUMMARY=True, PAIRED=0))
+    launch(kernel, grid, args, dict(meta, SUMMARY=False, PAIRED=0))
 
 
 def _check(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A_logs: Tensor) -> int:
@@ -437,13 +460,15 @@ def _backward(grad_out: Tensor, xs: Tensor, x_proj_weight: Tensor, dt_projs_weig
     rows = rank + 2
     f32 = dict(device=xs.device, dtype=torch.float32)
     with autocast_off(xs.device.type):
-        # The output gradient through the norm, in both scan orders: (B, 2, D, S).
-        grad_ys = _new_map((batch, 2, inner), length, **f32)
-        grad_y, grad_yt = _valid(grad_ys, length).unbind(1)
+        # The output gradient through the norm, in both scan orders, image-minor as xs (the
+        # scans then address xs, grad_ys, grad_xs and grad_z with one tile of offsets):
+        # (2, D, B, S).
+        grad_ys = _new_map((2, inner, batch), length, **f32)
+        grad_y, grad_yt = _valid(_image_major(grad_ys), length).unbind(1)
         _, grad_norm = ln2d_backward(flat(grad_out), _valid(y, length), out_norm_weight, stats,
                                      torch.float32, out=grad_y)
         transpose_into(grad_y, grad_yt, width, height)
-        grad_xs = _new_map((batch, 2, inner), length, zeroed=not paired, **f32)
+        grad_xs = _new_map((2, inner, batch), length, zeroed=not paired, **f32)
         # Image-minor (see _forward), by slot: the scans' dt gradient and the x projection's.
         grad_proj = _new_map((DIRECTIONS, rows, batch), length, zeroed=True, **f32)
         stride = grad_proj.shape[3]
@@ -479,7 +504,7 @@ def _backward(grad_out: Tensor, xs: Tensor, x_proj_weight: Tensor, dt_projs_weig
         grad_proj = grad_proj.to(xs.dtype).view(2, 2 * rows, -1)
         grad_xs_proj = torch.bmm(_pair_weights(x_proj_weight, xs.dtype).transpose(1, 2),
                                  grad_proj).view(xs.shape)
-        grad_x = merge_orders_into(grad_xs, _image_major(grad_xs_proj),
+        grad_x = merge_orders_into(_image_major(grad_xs), _image_major(grad_xs_proj),
                                    torch.empty_like(grad_out))
         # grad_proj[g] @ xs[g]^T per scan order, in x's dtype (no fp32 copy of x).
         grad_w_slots = _block_products(grad_proj.view(DIRECTIONS * rows, -1),

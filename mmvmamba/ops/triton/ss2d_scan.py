@@ -123,14 +123,6 @@ def _proj_slot(k):
 
 
 @triton.jit
-def _order_offset(k, b, D, S):
-    """Offset of image ``b``'s map in direction ``k``'s scan order within an image-major
-    ``(B, 2, D, S)`` pair of maps (order 0: row-major, k = 0, 2; order 1: column-major,
-    k = 1, 3)."""
-    return (b * 2 + k % 2) * D * S
-
-
-@triton.jit
 def _image_row(row, b, S, RS):
     """Offset of image ``b``'s ``S`` columns of row ``row`` of an image-minor map
     ``(rows, B, S)``, whose rows are ``RS = B * S`` apart (int64)."""
@@ -326,24 +318,29 @@ def ss2d_scan_fwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, y_p
                          NS: tl.constexpr, SUMMARY: tl.constexpr, PAIRED: tl.constexpr):
     """Forward. See the module docstring.
 
-    ``PAIRED`` (one segment only): grid ``(cdiv(D, BD), B, 2)``; program ``p`` runs direction
-    ``p`` and then ``p + 2`` over the same map, storing into ``y`` / ``yt`` and then adding to
-    it, so the maps need no zeroing and no atomics. Otherwise grid ``(cdiv(D, BD), B,
-    4 * NSEG)``, one direction's segment per program, atomic adds into zeroed maps;
-    ``SUMMARY=True`` writes only the segment summaries; ``False`` writes ``y``, ``yt`` and
-    ``states``.
+    ``PAIRED`` (one segment only; grid ``(cdiv(D, BD), B, 2)``): 1, program ``p`` runs
+    direction ``p`` and then ``p + 2`` over the same map, storing into ``y`` / ``yt`` and then
+    adding to it, so the maps need no zeroing and no atomics; 2 and 3, the same pair as two
+    launches in turn (a split pair: directions ``p`` storing, then ``p + 2`` adding; one
+    direction per program takes fewer registers). 0: grid ``(cdiv(D, BD), B, 4 * NSEG)``, one
+    direction's segment per program, atomic adds into zeroed maps; ``SUMMARY=True`` writes only
+    the segment summaries; ``False`` writes ``y``, ``yt`` and ``states``.
     """
     b, chans, chan_ok = _program_channels(D, BD)
-    if PAIRED:
+    if PAIRED != 0:
         k = tl.program_id(2)
-        _scan_direction_fwd(k, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr,
-                            ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr, seg_state_ptr, D, L,
-                            S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, RB, NS, False, 1, False)
-        tl.debug_barrier()  # the second direction reads what other threads stored
-        _scan_direction_fwd(k + 2, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
-                            a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr,
-                            seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, RB,
-                            NS, False, 2, True)
+        if PAIRED != 3:  # 1: both directions in turn; 2: the first launch of a split pair
+            _scan_direction_fwd(k, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
+                                a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr, seg_decay_ptr,
+                                seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT,
+                                RB, NS, False, 1, False)
+        if PAIRED == 1:
+            tl.debug_barrier()  # the second direction reads what other threads stored
+        if PAIRED != 2:  # 1, or 3: the second launch of a split pair
+            _scan_direction_fwd(k + 2, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr,
+                                bias_ptr, a_ptr, ds_ptr, y_ptr, yt_ptr, states_ptr,
+                                seg_decay_ptr, seg_state_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP,
+                                BD, BL, DT_DOT, RB, NS, False, 2, True)
     else:
         k = tl.program_id(2) // NSEG
         seg = tl.program_id(2) % NSEG
@@ -372,11 +369,13 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
     RS = S * tl.num_programs(1)  # row stride of the image-minor maps
     bias, a_coef, skip, slot_row, kd, state_offs, seg_base = _direction_setup(
         k, b, chans, chan_ok, bias_ptr, a_ptr, ds_ptr, D, S, RS, NCH, NSEG, R)
-    x_b = xs_ptr + _image_row((k % 2) * D, b, S, RS)  # this direction's scan order
-    gz_k = gz_ptr + _image_row(_proj_slot(k) * D, b, S, RS)
-    order = _order_offset(k, b, D, S)  # the image-major maps of this scan order
+    # This direction's scan order in xs, gys and gxs, its slot in gz: all (..., D, B, S),
+    # so one tile of offsets addresses all four.
+    order = _image_row((k % 2) * D, b, S, RS)
+    x_b = xs_ptr + order
     gy_b = gys_ptr + order
     gx_b = gxs_ptr + order
+    gz_k = gz_ptr + _image_row(_proj_slot(k) * D, b, S, RS)
     proj_k = proj_ptr + slot_row
     gproj_k = gproj_ptr + slot_row
     wdt_rows = wdt_ptr + kd * R
@@ -400,10 +399,11 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
         pos = _chunk_positions(j, cols, NCH, BL, REVERSE)
         step_ok = pos < L
         tile_ok = chan_ok[:, None] & step_ok[None, :]
-        offs = chans[:, None] * S + pos[None, :]  # in gys, gxs: int32, one image's (D, S)
-        x_offs = chans[:, None] * RS + pos[None, :]  # in xs, gz: int32, D * B * S < 2**31
+        # int32: D * B * S < 2**31. A second tile of offsets, for image-major gys and gxs,
+        # took the paired kernel from 96 to 114 registers at R = 6 (sm_90, fp16).
+        offs = chans[:, None] * RS + pos[None, :]
         u, z, dt, decay, drive, b_in, c_out = _chunk_inputs(
-            x_b, x_offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, RS, R,
+            x_b, offs, proj_k, wdt_rows, bias, a_coef, chan_ok, pos, step_ok, RS, R,
             RP, BD, BL, DT_DOT, RB)
         gy = tl.load(gy_b + offs, mask=tile_ok, other=0.0)
 
@@ -435,7 +435,7 @@ def _scan_direction_bwd(k, seg, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bi
             tl.atomic_add(gproj_k + R * RS + pos, g_b, mask=step_ok, sem='relaxed')
             tl.atomic_add(gproj_k + (R + 1) * RS + pos, g_c, mask=step_ok, sem='relaxed')
             # Zeros in the padding columns too (chunks span whole multiples of 16 >= S).
-            tl.store(gz_k + x_offs, g_z.to(gz_ptr.dtype.element_ty),
+            tl.store(gz_k + offs, g_z.to(gz_ptr.dtype.element_ty),
                      mask=chan_ok[:, None] & (pos < S)[None, :])
 
     if SUMMARY:
@@ -460,7 +460,7 @@ def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys
 
     Each chunk's states are recomputed from the saved chunk-entry state. ``SUMMARY=True`` only
     writes each segment's outgoing state gradient from a zero incoming one (``seg_carry``).
-    Otherwise: ``gxs (B, 2, D, S)`` (fp32, image-major; the two scan orders, as ``xs``; the
+    Otherwise: ``gxs (2, D, B, S)`` (fp32, image-minor; the two scan orders, as ``xs``; the
     output gradient ``gys`` likewise) receives the scan's input gradient, rows B, C of
     ``gproj (4, R+2, B, S)`` (image-minor, slots as ``proj``) theirs; ``gz (4, D, B, S)``
     (image-minor, in ``xs``'s dtype), by ``proj`` slot, gets the gradient of ``delta + bias``
@@ -468,23 +468,26 @@ def ss2d_scan_bwd_kernel(xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr, ds_ptr, gys
     dt-weight gradients with two GEMMs); ``gchan (3, B, K, NSEG, D)`` (rows: bias, A_logs, Ds;
     by direction) holds per-program partial sums.
 
-    ``PAIRED`` (one segment only): grid ``(cdiv(D, BD), B, 2)``, directions ``p`` then ``p + 2``
-    per program, storing and then adding ``gxs`` (no zeroing needed). Otherwise grid
-    ``(cdiv(D, BD), B, 4 * NSEG)`` and atomic adds into a zeroed ``gxs``. The B and C
-    rows of ``gproj`` (zeroed by the caller) always take atomic adds (summed over channels).
+    ``PAIRED`` as in the forward (1: directions ``p`` then ``p + 2`` per program, storing and
+    then adding ``gxs``, no zeroing needed; 2, 3: the two launches of a split pair; 0: grid
+    ``(cdiv(D, BD), B, 4 * NSEG)`` and atomic adds into a zeroed ``gxs``). The B and C rows of
+    ``gproj`` (zeroed by the caller) always take atomic adds (summed over channels).
     """
     b, chans, chan_ok = _program_channels(D, BD)
-    if PAIRED:
+    if PAIRED != 0:
         k = tl.program_id(2)
-        _scan_direction_bwd(k, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr, a_ptr,
-                            ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr, gxs_ptr,
-                            gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH, R, RP, BD,
-                            BL, DT_DOT, RB, NS, False, 1, False)
-        tl.debug_barrier()  # the second direction reads what other threads stored
-        _scan_direction_bwd(k + 2, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
-                            a_ptr, ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
-                            gxs_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH, R,
-                            RP, BD, BL, DT_DOT, RB, NS, False, 2, True)
+        if PAIRED != 3:  # 1: both directions in turn; 2: the first launch of a split pair
+            _scan_direction_bwd(k, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr, bias_ptr,
+                                a_ptr, ds_ptr, gys_ptr, states_ptr, seg_decay_ptr, seg_carry_ptr,
+                                gxs_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S, NCH, NSEG, SEG_CH,
+                                R, RP, BD, BL, DT_DOT, RB, NS, False, 1, False)
+        if PAIRED == 1:
+            tl.debug_barrier()  # the second direction reads what other threads stored
+        if PAIRED != 2:  # 1, or 3: the second launch of a split pair
+            _scan_direction_bwd(k + 2, 0, b, chans, chan_ok, xs_ptr, proj_ptr, wdt_ptr,
+                                bias_ptr, a_ptr, ds_ptr, gys_ptr, states_ptr, seg_decay_ptr,
+                                seg_carry_ptr, gxs_ptr, gz_ptr, gproj_ptr, gchan_ptr, D, L, S,
+                                NCH, NSEG, SEG_CH, R, RP, BD, BL, DT_DOT, RB, NS, False, 2, True)
     else:
         k = tl.program_id(2) // NSEG
         seg = tl.program_id(2) % NSEG
