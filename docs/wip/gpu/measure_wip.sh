@@ -10,7 +10,7 @@
 #   call 3: bash .gpu/measure_wip.sh docs/wip/NAME.diff profile  VMamba-S training kernel table, both trees
 #   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff compiled compiled VMamba-T inference and training, both trees
 #   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff sweep    the diff's core under scan tunings (SWEEP,
-#           ';' between them; default: defaults, split pair to rank 16 and at every rank, unpaired, more
+#           ';' between them; default: defaults, split pair off and at every rank, unpaired, more
 #           segments for the detection shape, the FMA forward at every rank), at the goal shapes and at
 #           VMamba-T's stage shapes at batch 128; one CSV per tuning (at most 8 come back from a call)
 # The trees are copies of the working files (mktree): the device's copy of .git can be stale (session 19:
@@ -54,7 +54,7 @@ for l in sys.stdin:
     cp /tmp/core_$t/benchmark_core.csv $OUT/core_$t.csv; cp /tmp/core_s128_$t/benchmark_core.csv $OUT/core_s128_$t.csv
   done ;;
 sweep)
-  IFS=";" read -ra TUNINGS <<< "${SWEEP:-;split_pair_max_rank=16;split_pair_max_rank=64;pair_max_length=0;min_programs=2048,pipeline_max_programs=2500;fwd_dot_min_rank=0}"
+  IFS=";" read -ra TUNINGS <<< "${SWEEP:-;split_pair_min_rank=0;split_pair_min_rank=6;pair_max_length=0;min_programs=4096,pipeline_max_programs=5000;fwd_dot_min_rank=0}"
   for n in "${!TUNINGS[@]}"; do
     bench wip --sections core --scan-tuning "${TUNINGS[$n]}" --out /tmp/sweep_$n > /dev/null 2>&1
     bench wip --sections core --core-batch 128 --scan-tuning "${TUNINGS[$n]}" --out /tmp/sweep128_$n > /dev/null 2>&1
