@@ -609,3 +609,20 @@ def test_backbone_fused_core_matches_reference(dtype):
 
 if __name__ == '__main__':
     _interpreter_worker()
+
+
+def test_default_scan_configs_at_measured_shapes():
+    """The default tuning's choices at the shapes its figures come from (ss2d_core's
+    SCAN_TUNING comment): the detection shape (2 x 96 x 200 x 320, 192 sequences) in 11
+    segments and still pipelined; VMamba-T's stage 1 at batch 32 in one paired, unpipelined
+    segment; the split pair at dt rank 48 (stage 4) and not at 24 (stage 3)."""
+    from mmvmamba.ops.triton.ss2d_core import _paired, scan_config
+
+    detection = scan_config(2, 96, 200 * 320, 6)
+    assert (detection.segments, detection.stages) == (11, 3)
+    assert not _paired(detection, 200 * 320)
+    stage1 = scan_config(32, 96, 56 * 56, 6)
+    assert (stage1.segments, stage1.stages, stage1.split_pair) == (1, 1, False)
+    assert _paired(stage1, 56 * 56)
+    assert scan_config(128, 768, 7 * 7, 48).split_pair
+    assert not scan_config(128, 384, 14 * 14, 24).split_pair
