@@ -607,10 +607,6 @@ def test_backbone_fused_core_matches_reference(dtype):
         assert err <= tol, f'stage output relative error {err} > {tol}'
 
 
-if __name__ == '__main__':
-    _interpreter_worker()
-
-
 def test_default_scan_configs_at_measured_shapes():
     """The default tuning's choices at the shapes its figures come from (ss2d_core's
     SCAN_TUNING comment): the detection shape (2 x 96 x 200 x 320, 192 sequences) in 11
@@ -626,3 +622,7 @@ def test_default_scan_configs_at_measured_shapes():
     assert _paired(stage1, 56 * 56)
     assert scan_config(128, 768, 7 * 7, 48).split_pair
     assert not scan_config(128, 384, 14 * 14, 24).split_pair
+
+
+if __name__ == '__main__':
+    _interpreter_worker()
