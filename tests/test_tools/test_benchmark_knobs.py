@@ -128,3 +128,17 @@ def test_kernel_list_keeps_full_names_per_step(benchmark):
     assert len(lines) == 3  # header and the two longest
     assert lines[1].split(None, 2) == ['1.800', '3.0', long_name]
     assert lines[2].split() == ['1.000', '1.0', 'mid']
+
+
+def test_compile_mode_reaches_torch_compile(benchmark):
+    """``--compile-mode`` is torch.compile's ``mode`` (an unknown one is torch's error) and
+    names the compiled rows' variant; without it, the variant stays ``compiled``."""
+    import torch
+
+    with pytest.raises(RuntimeError, match='no-such-mode'):
+        benchmark.compile_model(torch.nn.Linear(2, 2), 'vmamba_tiny', 'no-such-mode')
+    compiled = benchmark.compile_model(torch.nn.Linear(2, 2), 'vmamba_tiny', 'reduce-overhead')
+    assert isinstance(compiled, torch.nn.Module)
+    assert benchmark.compiled_variant(None) == 'compiled'
+    assert (benchmark.compiled_variant('max-autotune-no-cudagraphs')
+            == 'compiled_max-autotune-no-cudagraphs')

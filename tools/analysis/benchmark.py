@@ -10,7 +10,10 @@ Sections (``--sections``, comma separated):
   optimizer's ``zero_grad`` does, no optimizer step; ``--modes``
   picks them, default both) img/s and peak memory, eager.
 - ``compile``: the same under ``torch.compile`` (VMamba with ``fullgraph=True``), compile time
-  recorded.
+  recorded; ``--compile-mode`` (default: torch.compile's own) for every model alike, e.g.
+  ``max-autotune-no-cudagraphs`` (Triton GEMM templates, which inductor can fuse pointwise
+  epilogues such as the MLP's GELU into); the row's ``variant`` names a mode other than the
+  default.
 - ``resolution``: bf16 inference at batch 32 across 224-1024.
 - ``norm``: the Triton LayerNorm2d's forward and backward launchers alone (kernel time, the
   backward's weight-gradient sum included) at ``--norm-arch``'s four stages at ``--batch``:
@@ -395,8 +398,22 @@ def parse_modes(spec: str) -> tuple[str, ...]:
     return modes
 
 
+def compile_model(model: torch.nn.Module, name: str, mode: str | None = None):
+    """``torch.compile`` as the goal measures it: VMamba with ``fullgraph=True`` (a graph
+    break is an error), other models as they come; ``mode`` as torch.compile's (None: its
+    default). Dynamo's caches are reset first, so models and modes do not share guards."""
+    torch._dynamo.reset()
+    return torch.compile(model, fullgraph=name.startswith('vmamba_'), mode=mode)
+
+
+def compiled_variant(mode: str | None) -> str:
+    """The ``variant`` of a compiled row (and profile file): ``compiled`` or ``compiled_<mode>``."""
+    return f'compiled_{mode}' if mode else 'compiled'
+
+
 def bench_models(rows: list[dict], names: list[str], batch: int, warmup: int, iters: int,
-                 compiled: bool, modes: tuple[str, ...] = tuple(MODES)) -> None:
+                 compiled: bool, modes: tuple[str, ...] = tuple(MODES),
+                 compile_mode: str | None = None) -> None:
     for name in names:
         torch.manual_seed(0)
         model = build_model(name).cuda()
@@ -405,8 +422,7 @@ def bench_models(rows: list[dict], names: list[str], batch: int, warmup: int, it
             target = model
             compile_s = ''
             if compiled:
-                torch._dynamo.reset()
-                target = torch.compile(model, fullgraph=name.startswith('vmamba_'))
+                target = compile_model(model, name, compile_mode)
             step = make(target, batch, 224, dtype)
             if compiled:
                 torch.cuda.synchronize()
@@ -416,7 +432,8 @@ def bench_models(rows: list[dict], names: list[str], batch: int, warmup: int, it
                 compile_s = time.perf_counter() - start
             ms, peak = time_cuda(step, warmup, iters)
             report(rows, row(section='compile' if compiled else 'models', model=name,
-                             variant='compiled' if compiled else 'eager', mode=mode,
+                             variant=compiled_variant(compile_mode) if compiled else 'eager',
+                             mode=mode,
                              dtype=dtype_name, batch=batch,
                              size=224, ms=ms, gpu_ms=kernel_ms(step),
                              img_per_s=batch / ms * 1e3, peak_mib=peak, compile_s=compile_s))
@@ -496,18 +513,18 @@ def kernel_list(kernels: list[tuple[str, float, int]], steps: int, limit: int = 
 
 
 def profile_model(out_dir: str, name: str, batch: int, size: int = 224,
-                  modes: tuple[str, ...] = ('infer', 'train'), compiled: bool = False) -> None:
+                  modes: tuple[str, ...] = ('infer', 'train'), compiled: bool = False,
+                  compile_mode: str | None = None) -> None:
     """torch.profiler of one model (bf16 inference and/or fp16-AMP training, eager or under
     ``torch.compile``): GPU time per step by kernel category, then the top kernels."""
     torch.manual_seed(0)
     model = build_model(name, size).cuda()
-    variant = 'compiled' if compiled else 'eager'
+    variant = compiled_variant(compile_mode) if compiled else 'eager'
     for mode in modes:
         dtype, _, make = MODES[mode]
         target = model
         if compiled:
-            torch._dynamo.reset()
-            target = torch.compile(model, fullgraph=name.startswith('vmamba_'))
+            target = compile_model(model, name, compile_mode)
         step = make(target, batch, size, dtype)
         for _ in range(3):
             step()
@@ -709,6 +726,9 @@ def main() -> None:
     parser.add_argument('--models', default='vmamba_tiny,vmamba_small,vmamba_base,'
                         'swin_tiny_patch4_window7_224,convnext_tiny')
     parser.add_argument('--compile-models', default='vmamba_tiny')
+    parser.add_argument('--compile-mode', default=None,
+                        help="torch.compile's mode for the compile section and a compiled "
+                        "profile, e.g. max-autotune-no-cudagraphs (default: its default)")
     parser.add_argument('--modes', default='infer,train',
                         help='the modes the models and compile sections measure')
     parser.add_argument('--resolution-models',
@@ -780,13 +800,14 @@ def main() -> None:
                          max(10, args.iters // 2))
     if 'compile' in sections:
         bench_models(rows, args.compile_models.split(','), args.batch, args.warmup, args.iters,
-                     True, modes)
+                     True, modes, args.compile_mode)
     if 'host' in sections:
         bench_host(rows, args.out, args.host_models.split(','), args.host_batch, args.host_steps)
     if 'profile' in sections:
         for name in args.profile_models.split(','):
             profile_model(args.out, name, args.batch, args.profile_size,
-                          tuple(args.profile_modes.split(',')), args.profile_compiled)
+                          tuple(args.profile_modes.split(',')), args.profile_compiled,
+                          args.compile_mode)
     with open(os.path.join(args.out, f'environment_{tag}.json'), 'w') as f:
         json.dump(env, f, indent=1)
     if any(r['section'] in ('models', 'compile', 'resolution') for r in rows):
