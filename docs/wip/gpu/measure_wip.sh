@@ -9,6 +9,8 @@
 #           (WIP_TUNING=key=int,... runs the diff's tree under those SCAN_TUNING knobs, in speed, compiled, profile)
 #   call 3: bash .gpu/measure_wip.sh docs/wip/NAME.diff profile  VMamba-S training kernel table, both trees
 #   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff compiled compiled VMamba-T inference and training, both trees
+#   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff gelu     main only: fc1 + GELU as one Triton GEMM against
+#           cuBLAS + GELU (linear_gelu.py), and compiled VMamba-T / Swin-T inference under max-autotune
 #   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff sweep    the diff's core under scan tunings (SWEEP,
 #           ';' between them; default: defaults, split pair off and at every rank, unpaired, more
 #           segments for the detection shape, the FMA forward at every rank), at the goal shapes and at
@@ -65,6 +67,12 @@ compiled)
   for t in main wip; do
     bench $t --sections compile --modes infer,train --compile-models vmamba_tiny --out /tmp/compiled_$t 2>&1 \
       | grep '"compile"' | sed "s/^/$t /" | tee -a $OUT/compiled.txt
+  done ;;
+gelu)
+  (cd "$REPO" && PYTHONPATH=$SITE:$REPO python3 .gpu/linear_gelu.py 2>&1 | tee $OUT/linear_gelu.txt)
+  for mode in max-autotune-no-cudagraphs ''; do
+    bench main --sections compile --modes infer --compile-models vmamba_tiny,swin_tiny_patch4_window7_224 \
+      ${mode:+--compile-mode $mode} --out /tmp/compile_$mode 2>&1 | grep '"compile"' | tee -a $OUT/compile_modes.txt
   done ;;
 profile)
   for t in main wip; do
