@@ -433,10 +433,9 @@ def bench_models(rows: list[dict], names: list[str], batch: int, warmup: int, it
             ms, peak = time_cuda(step, warmup, iters)
             report(rows, row(section='compile' if compiled else 'models', model=name,
                              variant=compiled_variant(compile_mode) if compiled else 'eager',
-                             mode=mode,
-                             dtype=dtype_name, batch=batch,
-                             size=224, ms=ms, gpu_ms=kernel_ms(step),
-                             img_per_s=batch / ms * 1e3, peak_mib=peak, compile_s=compile_s))
+                             mode=mode, dtype=dtype_name, batch=batch, size=224, ms=ms,
+                             gpu_ms=kernel_ms(step), img_per_s=batch / ms * 1e3, peak_mib=peak,
+                             compile_s=compile_s))
         del model
         torch.cuda.empty_cache()
 
@@ -778,6 +777,7 @@ def main() -> None:
     env = environment()
     env['scan_tuning'] = apply_scan_tuning(args.scan_tuning)
     env['cpp_passes'] = apply_cpp_passes(args.cpp_passes)
+    env['compile_mode'] = args.compile_mode or 'default'
     print(json.dumps(env))  # noqa: T201 (CLI output)
     sections = args.sections.split(',')
     tag = '_'.join(s for s in sections if s != 'profile') or 'profile'
