@@ -103,14 +103,19 @@ def counting(counts: Counter, what: str):
         _STATE['counts'] = None
 
 
-def count_pass(forward, part: str) -> dict:
+def count_pass(forward, part: str, leaves) -> dict:
     """Counts of ``forward()`` and of the backward of its output, each run twice (calls, then
-    ATen ops and launches)."""
+    ATen ops and launches). ``leaves``' gradients are cleared to None before each backward, as
+    a training step's ``zero_grad`` does, so that no accumulation into earlier gradients is
+    counted."""
+    leaves = list(leaves)
     fwd, bwd = Counter(), Counter()
     for what in ('calls', 'aten'):
         with counting(fwd, what):
             out = forward()
         grad = torch.ones_like(out)
+        for leaf in leaves:
+            leaf.grad = None
         with counting(bwd, what):
             out.backward(grad)
     return {f'{part} forward': dict(fwd), f'{part} backward': dict(bwd)}
@@ -138,7 +143,7 @@ def count_core() -> dict:
     for part, core in (('ss2d_core', ss2d_core_fused),
                        ('ss2d_core (C++)', functools.partial(ss2d_core_cpp, cpp))):
         core(*leaves).sum().backward()  # warm the kernels and caches
-        counts.update(count_pass(lambda core=core: core(*leaves), part))
+        counts.update(count_pass(lambda core=core: core(*leaves), part, leaves))
     return counts
 
 
@@ -150,9 +155,10 @@ def count_layer_norm() -> dict:
     w, b = torch.ones(8, requires_grad=True), torch.zeros(8, requires_grad=True)
     x.requires_grad_(True)
     layer_norm_2d(x, w, b).sum().backward()
-    counts = count_pass(lambda: layer_norm_2d(x, w, b), 'layer_norm_2d')
+    counts = count_pass(lambda: layer_norm_2d(x, w, b), 'layer_norm_2d', (x, w, b))
     cpp = host.interpreted_cpp_ops()
-    counts.update(count_pass(lambda: cpp.layer_norm_2d(x, w, b, 1e-5), 'layer_norm_2d (C++)'))
+    counts.update(count_pass(lambda: cpp.layer_norm_2d(x, w, b, 1e-5), 'layer_norm_2d (C++)',
+                             (x, w, b)))
     return counts
 
 
@@ -170,7 +176,7 @@ def count_block() -> dict:
     x = torch.randn(2, 8, 5, 6).contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
     block(x).sum().backward()
-    counts = count_pass(lambda: block(x), 'VSS block (training)')
+    counts = count_pass(lambda: block(x), 'VSS block (training)', [x, *block.parameters()])
 
     # As AMP training runs it (bf16: CPU autocast's dtype): the stream between blocks is in the
     # autocast dtype (the stem's convolution makes it so and the Triton LayerNorm keeps it).
@@ -181,7 +187,8 @@ def count_block() -> dict:
             return block(x_half)
 
     mixed_precision().float().sum().backward()
-    counts.update(count_pass(mixed_precision, 'VSS block (training, autocast)'))
+    counts.update(count_pass(mixed_precision, 'VSS block (training, autocast)',
+                             [x_half, *block.parameters()]))
     return counts
 
 
