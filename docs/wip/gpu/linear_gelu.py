@@ -3,10 +3,15 @@ GELU as one Triton GEMM with the GELU in the epilogue, against cuBLAS ``fc1`` fo
 separate GELU kernel (what eager mode and inductor's default mode run), at VMamba-T's four MLP
 shapes at batch 128 in bf16 (``M = 128 * side**2`` positions, ``K = dim``, ``N = 4 * dim``).
 
+The same kernel with ``GRAD`` gives the backward's ``d loss / d (fc1's output)`` by
+recomputing ``fc1`` and applying GELU's derivative in the epilogue (so a training forward need
+not keep the pre-activation: one ``(M, 4*dim)`` map less per block), against today's
+``gelu_backward`` kernel on the kept pre-activation.
+
 On the GPU machine, from the repository root: ``python3 docs/wip/gpu/linear_gelu.py`` prints
 one line per shape (median ms of eager linear + gelu, of the two under ``torch.compile``'s
-default mode, and of the fused kernel at each launch shape, with the fused result's largest
-error against the fp32 reference). ``TRITON_INTERPRET=1 python3 docs/wip/gpu/linear_gelu.py
+default mode, of ``gelu_backward`` alone, and of the fused forward / gradient at each launch
+shape, with their largest errors against the fp32 reference). ``TRITON_INTERPRET=1 python3 docs/wip/gpu/linear_gelu.py
 --check`` compares the kernel with the reference on small odd shapes under Triton's
 interpreter (no GPU).
 """
@@ -26,11 +31,14 @@ STAGES = ((96, 56), (192, 28), (384, 14), (768, 7))
 
 
 @triton.jit
-def linear_gelu_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, BM: tl.constexpr,
-                       BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):
-    """``out (M, N) = gelu(x (M, K) @ w (N, K)^T + b (N))``, all row-major, fp32 accumulation,
-    the exact (erf) GELU; programs grouped ``GROUP_M`` row blocks at a time so that
-    neighbouring programs share x's rows."""
+def linear_gelu_kernel(x_ptr, w_ptr, b_ptr, g_ptr, out_ptr, M, N, K, BM: tl.constexpr,
+                       BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+                       GRAD: tl.constexpr):
+    """``out (M, N) = gelu(a)``, ``a = x (M, K) @ w (N, K)^T + b (N)``, all row-major, fp32
+    accumulation, the exact (erf) GELU; ``GRAD``: instead ``out = g (M, N) * gelu'(a)``, the
+    gradient at ``a`` recomputed from x (so a training forward need not keep ``a``). Programs
+    are grouped ``GROUP_M`` row blocks at a time so that neighbouring programs share x's
+    rows."""
     pid = tl.program_id(0)
     row_blocks = tl.cdiv(M, BM)
     col_blocks = tl.cdiv(N, BN)
@@ -51,26 +59,41 @@ def linear_gelu_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, BM: tl.constexpr,
                     mask=(cols < N)[None, :] & k_ok[:, None], other=0.0)
         acc = tl.dot(a, w, acc)
     acc += tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
-    out = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
-    tl.store(out_ptr + rows[:, None].to(tl.int64) * N + cols[None, :],
-             out.to(out_ptr.dtype.element_ty), mask=(rows < M)[:, None] & (cols < N)[None, :])
+    cdf = 0.5 * (1.0 + tl.math.erf(acc * 0.7071067811865476))
+    offs = rows[:, None].to(tl.int64) * N + cols[None, :]
+    ok = (rows < M)[:, None] & (cols < N)[None, :]
+    if GRAD:
+        pdf = tl.exp(-0.5 * acc * acc) * 0.3989422804014327  # 1 / sqrt(2 pi)
+        out = tl.load(g_ptr + offs, mask=ok, other=0.0).to(tl.float32) * (cdf + acc * pdf)
+    else:
+        out = acc * cdf
+    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                shape: tuple = LAUNCH_SHAPES[0]) -> torch.Tensor:
-    """``gelu(F.linear(x, weight, bias))`` for a row-major ``x (M, K)``, in ``x.dtype``."""
+                shape: tuple = LAUNCH_SHAPES[0], grad: torch.Tensor | None = None) -> torch.Tensor:
+    """``gelu(F.linear(x, weight, bias))`` for a row-major ``x (M, K)``, in ``x.dtype``; with
+    ``grad (M, N)``, the gradient of that at the linear's output instead."""
     bm, bn, bk, warps, stages = shape
     m, k = x.shape
     n = weight.shape[0]
     out = x.new_empty(m, n)
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn), )
-    linear_gelu_kernel[grid](x, weight.contiguous(), bias, out, m, n, k, BM=bm, BN=bn, BK=bk,
-                             GROUP_M=8, num_warps=warps, num_stages=stages)
+    linear_gelu_kernel[grid](x, weight.contiguous(), bias, out if grad is None else grad, out, m,
+                             n, k, BM=bm, BN=bn, BK=bk, GROUP_M=8, GRAD=grad is not None,
+                             num_warps=warps, num_stages=stages)
     return out
 
 
 def reference(x, weight, bias):
     return F.gelu(F.linear(x.float(), weight.float(), bias.float()))
+
+
+def reference_grad(x, weight, bias, grad):
+    """d loss / d (the linear's output), fp32, through autograd."""
+    pre = F.linear(x.float(), weight.float(), bias.float()).requires_grad_(True)
+    F.gelu(pre).backward(grad.float())
+    return pre.grad
 
 
 def check() -> None:
@@ -82,12 +105,15 @@ def check() -> None:
         x = torch.randn(m, k, dtype=dtype)
         w = torch.randn(n, k, dtype=dtype) / k**0.5
         b = torch.randn(n, dtype=dtype)
-        got = linear_gelu(x, w, b, (32, 32, 16, 4, 1)).float()
-        want = reference(x, w, b)
-        err = ((got - want).norm() / want.norm()).item()
+        g = torch.randn(m, n, dtype=dtype)
         tol = 1e-5 if dtype == torch.float32 else 1e-2
-        assert err < tol, (m, k, n, dtype, err)
-        print(f'{m}x{k}x{n} {dtype}: relative error {err:.2e}')  # noqa: T201 (CLI output)
+        for name, got, want in (
+                ('forward', linear_gelu(x, w, b, (32, 32, 16, 4, 1)), reference(x, w, b)),
+                ('gradient', linear_gelu(x, w, b, (32, 32, 16, 4, 1), grad=g),
+                 reference_grad(x, w, b, g))):
+            err = ((got.float() - want).norm() / want.norm()).item()
+            assert err < tol, (name, m, k, n, dtype, err)
+            print(f'{m}x{k}x{n} {dtype} {name}: relative error {err:.2e}')  # noqa: T201
 
 
 def median_ms(fn, warmup: int = 10, iters: int = 30) -> float:
@@ -114,14 +140,21 @@ def bench() -> None:
         w = torch.randn(n, k, device='cuda', dtype=torch.bfloat16) / k**0.5
         b = torch.randn(n, device='cuda', dtype=torch.bfloat16)
         want = reference(x, w, b)
+        g = torch.randn(m, n, device='cuda', dtype=torch.bfloat16)
+        pre = F.linear(x, w, b)  # what autograd keeps for GELU's backward today
+        want_grad = reference_grad(x, w, b, g)
         eager_ms = median_ms(lambda: eager(x, w, b))  # noqa: B023 (used at once)
         compiled_ms = median_ms(lambda: compiled(x, w, b))  # noqa: B023
-        line = f'M={m} K={k} N={n}: eager {eager_ms:.3f} ms, compiled {compiled_ms:.3f} ms, fused'
+        gelu_bwd_ms = median_ms(lambda: torch.ops.aten.gelu_backward(g, pre))  # noqa: B023
+        line = (f'M={m} K={k} N={n}: eager {eager_ms:.3f} ms, compiled {compiled_ms:.3f} ms, '
+                f'gelu backward alone {gelu_bwd_ms:.3f} ms; fused forward / gradient')
         for shape in LAUNCH_SHAPES:
-            got = linear_gelu(x, w, b, shape)
-            err = (got.float() - want).abs().max().item()
+            err = (linear_gelu(x, w, b, shape).float() - want).abs().max().item()
+            grad_err = (linear_gelu(x, w, b, shape, grad=g).float() - want_grad).abs().max().item()
             ms = median_ms(lambda: linear_gelu(x, w, b, shape))  # noqa: B023 (used at once)
-            line += f' {"x".join(map(str, shape))} {ms:.3f} (err {err:.1e})'
+            grad_ms = median_ms(lambda: linear_gelu(x, w, b, shape, grad=g))  # noqa: B023
+            line += (f' | {"x".join(map(str, shape))} {ms:.3f} / {grad_ms:.3f} '
+                     f'(err {err:.1e} / {grad_err:.1e})')
         print(line, flush=True)  # noqa: T201 (CLI output)
 
 
