@@ -11,12 +11,12 @@ not keep the pre-activation: one ``(M, 4*dim)`` map less per block), against tod
 On the GPU machine, from the repository root: ``python3 docs/wip/gpu/linear_gelu.py`` prints
 one line per shape (median ms of eager linear + gelu, of the two under ``torch.compile``'s
 default mode, of ``gelu_backward`` alone, and of the fused forward / gradient at each launch
-shape, with their largest errors against the fp32 reference). ``TRITON_INTERPRET=1 python3 docs/wip/gpu/linear_gelu.py
---check`` compares the kernel with the reference on small odd shapes under Triton's
-interpreter (no GPU).
+shape, with their largest errors against the fp32 reference).
+``TRITON_INTERPRET=1 python3 docs/wip/gpu/linear_gelu.py --check`` compares both forms with
+the reference on small odd shapes under Triton's interpreter (no GPU).
 """
 import argparse
-import statistics
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -116,18 +116,12 @@ def check() -> None:
             print(f'{m}x{k}x{n} {dtype} {name}: relative error {err:.2e}')  # noqa: T201
 
 
-def median_ms(fn, warmup: int = 10, iters: int = 30) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+def median_ms(fn) -> float:
+    """Median CUDA-event milliseconds per call, as tools/analysis/benchmark.py times."""
+    sys.path.insert(0, 'tools/analysis')
+    from benchmark import time_cuda
+
+    return time_cuda(fn, 10, 30)[0]
 
 
 def bench() -> None:
