@@ -10,7 +10,9 @@
 #   call 3: bash .gpu/measure_wip.sh docs/wip/NAME.diff profile  VMamba-S training kernel table, both trees
 #   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff compiled compiled VMamba-T inference and training, both trees
 #   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff gelu     main only: fc1 + GELU as one Triton GEMM against
-#           cuBLAS + GELU (linear_gelu.py), and compiled VMamba-T / Swin-T inference under max-autotune
+#           cuBLAS + GELU (linear_gelu.py), and compiled VMamba-T / Swin-T inference, default mode
+#   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff autotune main only: compiled VMamba-T / Swin-T inference
+#           under max-autotune-no-cudagraphs (long compiles: its own call)
 #   or:     bash .gpu/measure_wip.sh docs/wip/NAME.diff sweep    the diff's core under scan tunings (SWEEP,
 #           ';' between them; default: defaults, split pair off and at every rank, unpaired, more
 #           segments for the detection shape, the FMA forward at every rank), at the goal shapes and at
@@ -70,10 +72,12 @@ compiled)
   done ;;
 gelu)
   (cd "$REPO" && PYTHONPATH=$SITE:$REPO python3 .gpu/linear_gelu.py 2>&1 | tee $OUT/linear_gelu.txt)
-  for mode in max-autotune-no-cudagraphs ''; do
-    bench main --sections compile --modes infer --compile-models vmamba_tiny,swin_tiny_patch4_window7_224 \
-      ${mode:+--compile-mode $mode} --out /tmp/compile_$mode 2>&1 | grep '"compile"' | tee -a $OUT/compile_modes.txt
-  done ;;
+  bench main --sections compile --modes infer --compile-models vmamba_tiny,swin_tiny_patch4_window7_224 \
+    --out /tmp/compile_default 2>&1 | grep '"compile"' | tee $OUT/compile_default.txt ;;
+autotune)
+  bench main --sections compile --modes infer --compile-models vmamba_tiny,swin_tiny_patch4_window7_224 \
+    --compile-mode max-autotune-no-cudagraphs --out /tmp/compile_autotune 2>&1 | grep '"compile"' \
+    | tee $OUT/compile_autotune.txt ;;
 profile)
   for t in main wip; do
     bench $t --sections profile --profile-models vmamba_small --profile-modes train --out /tmp/prof_$t > /dev/null 2>&1
