@@ -23,6 +23,9 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+sys.path.insert(0, 'tools/analysis')  # run from the repository root
+from benchmark import time_cuda  # noqa: E402
+
 #: (BM, BN, BK, warps, stages) tried per shape on the GPU.
 LAUNCH_SHAPES = ((128, 128, 32, 4, 4), (128, 128, 64, 4, 3), (128, 256, 64, 8, 3),
                  (256, 128, 64, 8, 3), (64, 128, 32, 4, 4), (128, 64, 64, 4, 4))
@@ -118,9 +121,6 @@ def check() -> None:
 
 def median_ms(fn) -> float:
     """Median CUDA-event milliseconds per call, as tools/analysis/benchmark.py times."""
-    sys.path.insert(0, 'tools/analysis')
-    from benchmark import time_cuda
-
     return time_cuda(fn, 10, 30)[0]
 
 
